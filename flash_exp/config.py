@@ -1,0 +1,408 @@
+"""Typed configuration schemas, their validation, and their registration in Hydra's ConfigStore.
+
+Every group of ``conf/`` has a dataclass here. Hydra merges the YAML files onto these schemas, so a
+wrong *type* fails during composition; :func:`validate` then checks every *value* (ranges, list
+lengths per phase, names) and raises :class:`ConfigError` naming the key, the value and what is
+allowed. Both happen before any weight is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+DISTILL_LOSS_TYPES = ("l2", "l1", "lpips")
+GAN_LOSS_TYPES = ("lsgan", "hinge", "vanilla", "non-saturating", "wgan")
+TIMESTEP_DISTRIBUTIONS = ("uniform", "gaussian", "mixture", "modes")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+FAMILIES = ("sd", "sdxl", "pixart", "sd3")
+NULL_CONDITIONS = ("empty_prompt", "zero", "negative_prompt")
+DTYPES = ("float32", "bfloat16", "float16")
+REAL_SOURCES = ("data", "teacher")
+TASKS = ("t2i", "inpainting", "superres", "adapter_canny", "faceswap")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message names the key, value and allowed set."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config value {key}={value!r}: {allowed}")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, value, f"allowed values are {', '.join(allowed)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(key, value, "must be > 0")
+
+
+# --------------------------------------------------------------------------------------------- backbone
+@dataclass
+class LoraConfig:
+    """LoRA adapter of the student. ``alpha`` is explicit: the scale is alpha / rank."""
+
+    rank: int = 64
+    alpha: float = 64.0
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    init: str = "gaussian"  # peft `init_lora_weights`: "gaussian" or "default" (kaiming, B = 0)
+
+
+@dataclass
+class SchedulerConfig:
+    """A diffusers scheduler class by name plus constructor overrides (merged onto the model's own)."""
+
+    name: str = "DPMSolverMultistepScheduler"
+    timestep_spacing: str = "trailing"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherSamplingConfig:
+    """The teacher's own full sampling budget (baselines and sample grids)."""
+
+    scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(name="EulerDiscreteScheduler", timestep_spacing="leading")
+    )
+    steps: int = 25
+    guidance: float = 7.5
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Discriminator head on frozen-teacher features taken by a forward hook on ``feature_module``."""
+
+    feature_module: str = "mid_block"
+    channels: list[int] = field(default_factory=lambda: [64, 128])
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "toy"
+    family: str = "sd"
+    pretrained: str = MISSING  # hub id or local directory
+    revision: str | None = None
+    variant: str | None = None
+    dtype: str = "float32"
+    prediction: str = "epsilon"
+    resolution: int = 32
+    null_condition: str = "empty_prompt"
+    negative_prompt: str = ""
+    gradient_checkpointing: bool = False
+    guidance_range: list[float] = field(default_factory=lambda: [3.0, 13.0])  # teacher CFG, drawn U[min, max]
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    teacher_scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    student_scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(name="LCMScheduler", timestep_spacing="trailing")
+    )
+    teacher_sampling: TeacherSamplingConfig = field(default_factory=TeacherSamplingConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    sigma_data: float = 0.5  # boundary-condition scalings of the student
+    timestep_scaling: float = 10.0  # c_skip/c_out use (t * timestep_scaling), i.e. t / 0.1
+
+    def __post_init__(self) -> None:
+        _one_of("backbone.family", self.family, FAMILIES)
+        _one_of("backbone.dtype", self.dtype, DTYPES)
+        _one_of("backbone.prediction", self.prediction, PREDICTION_TYPES)
+        _one_of("backbone.null_condition", self.null_condition, NULL_CONDITIONS)
+        _positive("backbone.resolution", self.resolution)
+        if self.lora.rank <= 0:
+            raise ConfigError("backbone.lora.rank", self.lora.rank, "must be a positive integer")
+        _positive("backbone.lora.alpha", self.lora.alpha)
+        if not self.lora.targets:
+            raise ConfigError("backbone.lora.targets", self.lora.targets, "must name at least one module")
+        _one_of("backbone.lora.init", self.lora.init, ("gaussian", "default"))
+        if len(self.guidance_range) != 2 or self.guidance_range[0] > self.guidance_range[1]:
+            raise ConfigError(
+                "backbone.guidance_range", list(self.guidance_range), "must be [min, max] with min <= max"
+            )
+        if self.guidance_range[0] < 0:
+            raise ConfigError("backbone.guidance_range", list(self.guidance_range), "must be >= 0")
+        _positive("backbone.teacher_sampling.steps", self.teacher_sampling.steps)
+
+
+# --------------------------------------------------------------------------------------------- task
+@dataclass
+class TaskConfig:
+    name: str = "t2i"
+    supported_families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _one_of("task.name", self.name, TASKS)
+
+
+# --------------------------------------------------------------------------------------------- loss
+@dataclass
+class DistillLossConfig:
+    type: str = "lpips"
+    weight: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    lpips_crop: int = 64  # side of the central latent crop decoded for LPIPS
+    lpips_weights: str | None = None  # local VGG16 weights file; default: torchvision's cache
+
+
+@dataclass
+class AdversarialLossConfig:
+    enabled: bool = True
+    type: str = "lsgan"
+    weight: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])
+    timesteps: list[int] = field(default_factory=lambda: [10, 250, 500, 750])
+    real: str = "data"  # "data": encoded dataset latents; "teacher": the teacher's x0
+    wgan_clip: float = 0.01
+    train_in_warmup: bool = True  # the discriminator learns while its weight is still 0 (official code)
+
+
+@dataclass
+class DMDLossConfig:
+    enabled: bool = True
+    weight: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7])
+    min_timestep: int = 0
+    max_timestep: int = 999
+
+
+@dataclass
+class LossConfig:
+    distill: DistillLossConfig = field(default_factory=DistillLossConfig)
+    adversarial: AdversarialLossConfig = field(default_factory=AdversarialLossConfig)
+    dmd: DMDLossConfig = field(default_factory=DMDLossConfig)
+
+    def __post_init__(self) -> None:
+        _one_of("loss.distill.type", self.distill.type, DISTILL_LOSS_TYPES)
+        _one_of("loss.adversarial.type", self.adversarial.type, GAN_LOSS_TYPES)
+        _one_of("loss.adversarial.real", self.adversarial.real, REAL_SOURCES)
+        for key, weights in (
+            ("loss.distill.weight", self.distill.weight),
+            ("loss.adversarial.weight", self.adversarial.weight),
+            ("loss.dmd.weight", self.dmd.weight),
+        ):
+            if any(w < 0 for w in weights):
+                raise ConfigError(key, list(weights), "weights must be >= 0")
+        if not self.adversarial.timesteps or any(not 0 <= t < 1000 for t in self.adversarial.timesteps):
+            raise ConfigError(
+                "loss.adversarial.timesteps", list(self.adversarial.timesteps), "a non-empty list in [0, 999]"
+            )
+        if not 0 <= self.dmd.min_timestep <= self.dmd.max_timestep < 1000:
+            raise ConfigError(
+                "loss.dmd.min_timestep/max_timestep",
+                [self.dmd.min_timestep, self.dmd.max_timestep],
+                "need 0 <= min <= max <= 999",
+            )
+
+
+# --------------------------------------------------------------------------------------------- timesteps
+@dataclass
+class TimestepsConfig:
+    """Distribution pi over the K teacher-timestep indices (index 0 = most noisy)."""
+
+    distribution: str = "mixture"
+    num_modes: int = 4
+    variance: float = 0.5  # of the mixture components, in index units squared
+    mode_probs: list[Any] = field(  # one row of num_modes probabilities per phase
+        default_factory=lambda: [
+            [0.0, 0.0, 0.5, 0.5],
+            [0.1, 0.3, 0.3, 0.3],
+            [0.25, 0.25, 0.25, 0.25],
+            [0.4, 0.2, 0.2, 0.2],
+        ]
+    )
+    gaussian_mean: float | None = None  # index units; default K / 2
+    gaussian_variance: float | None = None  # index units squared; default K
+    per_sample: bool = False  # False: one index per batch, as the paper
+
+    def __post_init__(self) -> None:
+        _one_of("timesteps.distribution", self.distribution, TIMESTEP_DISTRIBUTIONS)
+        if self.num_modes <= 0:
+            raise ConfigError("timesteps.num_modes", self.num_modes, "must be a positive integer")
+        _positive("timesteps.variance", self.variance)
+        if self.gaussian_variance is not None:
+            _positive("timesteps.gaussian_variance", self.gaussian_variance)
+        for i, row in enumerate(self.mode_probs):
+            key = f"timesteps.mode_probs[{i}]"
+            if not isinstance(row, list) or not all(isinstance(p, int | float) for p in row):
+                raise ConfigError(key, row, "each phase needs a list of probabilities")
+            self.mode_probs[i] = row = [float(p) for p in row]
+            if len(row) != self.num_modes:
+                raise ConfigError(key, list(row), f"needs one probability per mode ({self.num_modes} values)")
+            if any(p < 0 for p in row) or not math.isclose(sum(row), 1.0, abs_tol=1e-6):
+                raise ConfigError(key, list(row), "probabilities must be >= 0 and sum to 1")
+
+
+# --------------------------------------------------------------------------------------------- phases
+@dataclass
+class PhasesConfig:
+    """The training phases. ``iterations`` counts data batches (one generator + one discriminator update)."""
+
+    names: list[str] = field(default_factory=lambda: ["warmup", "phase1", "phase2", "phase3"])
+    k: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
+    iterations: list[int] = field(default_factory=lambda: [5000, 5000, 5000, 5000])
+
+    def __post_init__(self) -> None:
+        if not self.k:
+            raise ConfigError("phases.k", list(self.k), "needs one value per phase")
+        for i, k in enumerate(self.k):
+            if k <= 0:
+                raise ConfigError(f"phases.k[{i}]", k, "K must be a positive integer")
+        for i, n in enumerate(self.iterations):
+            if n <= 0:
+                raise ConfigError(f"phases.iterations[{i}]", n, "must be a positive integer")
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    shards: list[str] = MISSING  # brace-expandable webdataset urls or local tar paths
+    batch_size: int = 4  # per device
+    num_workers: int = 0
+    shuffle_buffer: int = 1000
+    resampled: bool = False  # sample shards with replacement (multi-node)
+    min_aesthetic_score: float | None = 6.0
+    image_key: str = "jpg;png;jpeg;webp"
+    caption_key: str = "caption"
+    crop_size: int | None = None  # centre crop before resize; default: the shorter side
+    prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
+
+
+# --------------------------------------------------------------------------------------------- trainer
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    lr_discriminator: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    use_8bit: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("trainer.optim.lr", self.lr)
+        _positive("trainer.optim.lr_discriminator", self.lr_discriminator)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int | None = None  # default: the sum of phases.iterations
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    checkpoint_every: int = 500
+    sample_every: int = 1000
+    log_every: int = 10
+    sample_nfe: list[int] = field(default_factory=lambda: [1, 2, 4])
+    num_sample_prompts: int = 4
+    resume: str = "auto"  # "auto": continue from <run>/checkpoints/last.ckpt when it exists; "never"
+    wandb: bool = False
+    compile_teacher: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        _one_of("trainer.resume", self.resume, ("auto", "never"))
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError("trainer.max_steps", self.max_steps, "must be a positive integer or null")
+        if self.accumulate_grad_batches != 1:
+            raise ConfigError(
+                "trainer.accumulate_grad_batches",
+                self.accumulate_grad_batches,
+                "only 1 is supported (manual optimisation steps once per data batch)",
+            )
+        if not self.sample_nfe or any(n <= 0 for n in self.sample_nfe):
+            raise ConfigError("trainer.sample_nfe", list(self.sample_nfe), "positive step counts")
+
+
+# --------------------------------------------------------------------------------------------- eval
+@dataclass
+class EvalConfig:
+    """Which benchmarks to score after training (``after_train``) and by ``make eval``."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["toy"])
+    after_train: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    timesteps: TimestepsConfig = field(default_factory=TimestepsConfig)
+    phases: PhasesConfig = field(default_factory=PhasesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    run_name: str = "flash"
+
+    def __post_init__(self) -> None:
+        n = len(self.phases.k)
+        for key, values in (
+            ("phases.iterations", self.phases.iterations),
+            ("phases.names", self.phases.names),
+            ("timesteps.mode_probs", self.timesteps.mode_probs),
+            ("loss.distill.weight", self.loss.distill.weight),
+            ("loss.adversarial.weight", self.loss.adversarial.weight),
+            ("loss.dmd.weight", self.loss.dmd.weight),
+        ):
+            if len(values) != n:
+                raise ConfigError(
+                    key, list(values), f"needs one entry per phase: {n} (the length of phases.k)"
+                )
+        if self.timesteps.distribution in ("mixture", "modes"):
+            for i, k in enumerate(self.phases.k):
+                if k < self.timesteps.num_modes:
+                    raise ConfigError(
+                        f"phases.k[{i}]",
+                        k,
+                        f"must be >= timesteps.num_modes ({self.timesteps.num_modes}) for a "
+                        f"{self.timesteps.distribution} distribution",
+                    )
+        if self.backbone.family not in self.task.supported_families:
+            raise ConfigError(
+                "task",
+                self.task.name,
+                f"does not run on backbone family {self.backbone.family!r}; "
+                f"supported: {', '.join(self.task.supported_families)}",
+            )
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Check every value of a composed config; return it as typed dataclasses.
+
+    ``OmegaConf.to_object`` builds each dataclass, which runs its ``__post_init__`` checks.
+    Raises :class:`ConfigError` naming the first offending key.
+    """
+    schema = OmegaConf.structured(TrainConfig)
+    merged = OmegaConf.merge(schema, {k: v for k, v in cfg.items() if k != "hydra"})
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def register_configs() -> None:
+    """Register the root schema so ``conf/train.yaml`` can name it first in its defaults list."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _toyworld_asset(name: str) -> Any:
+    from flash_exp.toyworld import assets
+
+    return {"teacher": lambda: str(assets.teacher_dir()), "train_shards": assets.train_shards,
+            "heldout_shards": assets.heldout_shards, "clip": lambda: str(assets.clip_weights())}[name]()
+
+
+def register_resolvers() -> None:
+    """``${toyworld:teacher}``, ``${toyworld:train_shards}``...: paths of the shipped toy-world assets."""
+    if not OmegaConf.has_resolver("toyworld"):
+        OmegaConf.register_new_resolver("toyworld", _toyworld_asset)

@@ -1,0 +1,154 @@
+"""The paper's data pipeline: webdataset shards of ``jpg`` + ``json{caption, aesthetic_score}``.
+
+Samples without an image or a caption, and images that fail to decode, are skipped and counted; the
+cumulative count travels with every batch (``skipped``) so the trainer can log it even when the
+pipeline runs in DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
+
+The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
+consumed and sees the same batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+from torchvision.transforms import functional as TF
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamCounters:
+    skipped: int = 0  # unreadable shards entries, undecodable images, missing image or caption
+    filtered: int = 0  # under the aesthetic threshold
+
+
+def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None = None) -> torch.Tensor:
+    """Centre crop (to ``crop_size``, default the shorter side), resize to ``resolution``; (3, R, R) in [-1, 1]."""
+    image = image.convert("RGB")
+    side = min(image.size) if crop_size is None else min(crop_size, *image.size)
+    image = TF.center_crop(image, [side, side])
+    if side != resolution:
+        image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    return TF.to_tensor(image) * 2.0 - 1.0
+
+
+class CaptionedImageStream(IterableDataset):
+    """An endless, batched stream of (pixels (B, 3, R, R) in [-1, 1], captions) from webdataset shards."""
+
+    def __init__(
+        self,
+        shards: list[str],
+        resolution: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        min_aesthetic_score: float | None = None,
+        image_keys: str = "jpg;png;jpeg;webp",
+        caption_key: str = "caption",
+        crop_size: int | None = None,
+        resampled: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        if not shards:
+            raise ValueError("data.shards is empty: name at least one webdataset shard")
+        self.shards = list(shards)
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.min_aesthetic_score = min_aesthetic_score
+        self.image_keys = image_keys.split(";")
+        self.caption_key = caption_key
+        self.crop_size = crop_size
+        self.resampled = resampled
+        self.rank, self.world_size = rank, world_size
+        self.start_batch = 0  # batches already consumed (all workers together), set on resume
+        self.counters = StreamCounters()
+
+    # ------------------------------------------------------------------ sample level
+    def _count_error(self, exn: Exception) -> bool:
+        self.counters.skipped += 1
+        log.warning("skipping an unreadable shard entry: %s", exn)
+        return True
+
+    def _decode(self, sample: dict) -> dict | None:
+        """A training sample {pixels, caption}, or None (counted) when it cannot be used."""
+        key = sample.get("__key__", "?")
+        image_bytes = next((sample[k] for k in self.image_keys if k in sample), None)
+        meta_bytes = sample.get("json")
+        try:
+            meta = json.loads(meta_bytes) if meta_bytes is not None else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+        caption = meta.get(self.caption_key) or (sample.get("txt", b"").decode("utf-8", "replace") or None)
+        if image_bytes is None or not caption:
+            self.counters.skipped += 1
+            log.warning("skipping sample %s: missing %s", key, "image" if image_bytes is None else "caption")
+            return None
+        score = meta.get("aesthetic_score")
+        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
+            self.counters.filtered += 1
+            return None
+        try:
+            with Image.open(io.BytesIO(image_bytes)) as image:
+                pixels = image_to_tensor(image, self.resolution, self.crop_size)
+        except Exception as exn:  # PIL raises many types for corrupt files
+            self.counters.skipped += 1
+            log.warning("skipping sample %s: undecodable image (%s)", key, exn)
+            return None
+        return {"pixels": pixels, "caption": caption}
+
+    # ------------------------------------------------------------------ stream
+    def _worker(self) -> tuple[int, int]:
+        info = get_worker_info()
+        return (0, 1) if info is None else (info.id, info.num_workers)
+
+    def _samples(self, worker: int, num_workers: int) -> Iterator[dict]:
+        stream_id = (self.rank * num_workers + worker) if self.world_size > 1 or num_workers > 1 else 0
+        rng = random.Random(f"{self.seed}-{stream_id}")
+        epoch = 0
+        while True:
+            if self.resampled:
+                urls = [rng.choice(self.shards) for _ in range(len(self.shards))]
+            else:
+                urls = list(self.shards)
+                random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
+                urls = urls[self.rank :: self.world_size] or urls
+                urls = urls[worker::num_workers] or urls
+            raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+            yield from wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw)
+            epoch += 1
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = self._worker()
+        # DataLoader takes batch i from worker i % num_workers: this worker's share of the consumed ones
+        skip = max(0, (self.start_batch - worker + num_workers - 1) // num_workers)
+        batch: list[dict] = []
+        for sample in self._samples(worker, num_workers):
+            item = self._decode(sample)
+            if item is None:
+                continue
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                if skip > 0:
+                    skip -= 1
+                else:
+                    yield {
+                        "pixels": torch.stack([b["pixels"] for b in batch]),
+                        "captions": [b["caption"] for b in batch],
+                        "skipped": torch.tensor(self.counters.skipped),
+                        "filtered": torch.tensor(self.counters.filtered),
+                    }
+                batch = []

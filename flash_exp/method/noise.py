@@ -1,0 +1,80 @@
+"""The training noise schedule with explicit alpha_t and sigma_t, and the parametrisation conversions.
+
+All noising (student input, GAN re-noising, DMD re-noising) goes through :meth:`NoiseSchedule.add_noise`
+with the closed form x_t = alpha_t * x0 + sigma_t * eps, never through a K-step sampler's
+``add_noise`` (which snaps t to the nearest timestep of its current schedule).
+
+Timesteps are in the training scheduler's units: integers (or floats) in [0, num_train_timesteps).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class NoiseSchedule:
+    """alpha_t and sigma_t of a diffusion (``epsilon``/``v_prediction``) or flow-matching (``flow``) model.
+
+    Diffusion: alpha_t = sqrt(alphas_cumprod[t]), sigma_t = sqrt(1 - alphas_cumprod[t]).
+    Flow matching (rectified flow, as SD3): s = t / T, alpha_t = 1 - s, sigma_t = s, and the model
+    predicts the velocity v = eps - x0.
+    """
+
+    def __init__(self, prediction: str, alphas_cumprod: torch.Tensor | None = None, num_train_timesteps: int = 1000):
+        if prediction not in ("epsilon", "v_prediction", "flow"):
+            raise ValueError(f"unknown prediction type {prediction!r}")
+        if prediction != "flow" and alphas_cumprod is None:
+            raise ValueError("a diffusion schedule needs alphas_cumprod")
+        self.prediction = prediction
+        self.num_train_timesteps = num_train_timesteps
+        self.alphas_cumprod = None if alphas_cumprod is None else alphas_cumprod.double()
+
+    @classmethod
+    def from_scheduler(cls, scheduler, prediction: str) -> NoiseSchedule:
+        """Build from a diffusers training scheduler (DDPM-like with ``alphas_cumprod``, or flow matching)."""
+        n = scheduler.config.num_train_timesteps
+        if prediction == "flow":
+            return cls("flow", None, n)
+        return cls(prediction, scheduler.alphas_cumprod.clone(), n)
+
+    def alpha_sigma(self, t: torch.Tensor, ndim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_t and sigma_t for timesteps ``t`` (B,), shaped (B, 1, ..., 1) with ``ndim`` dims, float32."""
+        t = t.detach().double().cpu()
+        if self.prediction == "flow":
+            s = t / self.num_train_timesteps
+            alpha, sigma = 1.0 - s, s
+        else:
+            ac = self.alphas_cumprod[t.round().long().clamp(0, self.num_train_timesteps - 1)]
+            alpha, sigma = ac.sqrt(), (1.0 - ac).sqrt()
+        shape = (-1,) + (1,) * (ndim - 1)
+        return alpha.float().view(shape), sigma.float().view(shape)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = alpha_t * x0 + sigma_t * noise, with x0 and noise (B, ...) and t (B,)."""
+        alpha, sigma = self.alpha_sigma(t, x0.ndim)
+        return alpha.to(x0) * x0 + sigma.to(x0) * noise
+
+    def to_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model's clean-sample estimate x0 from its raw output at (x_t, t)."""
+        alpha, sigma = (a.to(x_t) for a in self.alpha_sigma(t, x_t.ndim))
+        if self.prediction == "epsilon":
+            return (x_t - sigma * model_output) / alpha
+        if self.prediction == "v_prediction":
+            return alpha * x_t - sigma * model_output
+        return x_t - sigma * model_output  # flow: v = eps - x0 and x_t = (1 - s) x0 + s eps
+
+
+def boundary_condition_scalings(
+    t: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0, ndim: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """c_skip and c_out of the consistency boundary condition, shaped (B, 1, ..., 1).
+
+    c_skip = sigma_data^2 / ((s t)^2 + sigma_data^2), c_out = s t / sqrt((s t)^2 + sigma_data^2) with
+    s = ``timestep_scaling`` (10, i.e. t / 0.1, as the paper's LCM-style student). At t=0 the output is
+    x_t itself; for the trained timesteps (t >= 10) it is almost exactly the x0 estimate.
+    """
+    scaled = t.double().cpu() * timestep_scaling
+    c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+    c_out = scaled / (scaled**2 + sigma_data**2).sqrt()
+    shape = (-1,) + (1,) * (ndim - 1)
+    return c_skip.float().view(shape), c_out.float().view(shape)

@@ -1,0 +1,148 @@
+"""The LightningModule: manual optimisation of the student (generator) and the discriminator head.
+
+Each data batch: one generator update, then one discriminator update that reuses the generator
+step's detached student sample and teacher features (one teacher rollout per batch). Only the
+generator optimiser goes through Lightning's step counter, so ``trainer.global_step`` counts data
+batches and ``phases.iterations`` / ``trainer.max_steps`` are in data batches.
+
+Checkpoints hold only what trains (LoRA weights, discriminator head), the optimisers, the step, the
+method's random generator state and the data position; frozen base weights are reloaded from
+``backbone.pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+
+from flash_exp.backbones import build_backbone
+from flash_exp.config import TrainConfig
+from flash_exp.method.distiller import FlashDistiller
+from flash_exp.tasks import build_task
+
+log = logging.getLogger(__name__)
+
+
+def build_lpips(weights: str | None) -> torch.nn.Module:
+    """LPIPS (VGG16) from torchmetrics, with the VGG16 ImageNet weights read from a local file.
+
+    ``weights`` defaults to torchvision's cache file ``<torch hub dir>/checkpoints/vgg16-397923af.pth``.
+    """
+    from pathlib import Path
+
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LPIPS needs the torchvision VGG16 ImageNet weights at {path} (no network here). Copy "
+            "vgg16-397923af.pth there, or pass loss.distill.lpips_weights=<file>, or use "
+            "loss.distill.type=l2."
+        )
+    lpips = _LPIPS(pretrained=True, net="vgg", pnet_rand=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    slices = {}
+    for name, child in lpips.net.named_children():
+        for index, _ in child.named_children():
+            slices[index] = name
+    mapped = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            index, param = key.split(".")[1], key.split(".", 2)[2]
+            mapped[f"{slices[index]}.{index}.{param}"] = value
+    missing, _ = lpips.net.load_state_dict(mapped, strict=False)
+    if missing:
+        raise ValueError(f"{path} is not a torchvision VGG16 state dict (missing {missing[:3]})")
+    lpips.requires_grad_(False)
+    return lpips.eval()
+
+
+class FlashModule(L.LightningModule):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints carry only the trainable state
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        self.task = build_task(cfg.task)
+        lpips = build_lpips(cfg.loss.distill.lpips_weights) if cfg.loss.distill.type == "lpips" else None
+        self.distiller = FlashDistiller(self.backbone, cfg, lpips)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.skipped_samples = 0
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.cfg.trainer.optim
+        opt_cls = torch.optim.AdamW
+        if o.use_8bit:
+            import bitsandbytes as bnb  # optional: only the gpu memory presets ask for it
+
+            opt_cls = bnb.optim.AdamW8bit
+        student = opt_cls(self.backbone.trainable_parameters(), lr=o.lr, betas=tuple(o.betas),
+                          weight_decay=o.weight_decay)
+        if self.distiller.discriminator is None:
+            return student
+        disc = opt_cls(self.distiller.discriminator.parameters(), lr=o.lr_discriminator,
+                       betas=tuple(o.betas), weight_decay=o.weight_decay)
+        return [student, disc]
+
+    def setup(self, stage: str) -> None:
+        self.generator.manual_seed(self.cfg.seed + 1000 * self.global_rank)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        opt_g, opt_d = optimizers if isinstance(optimizers, list) else (optimizers, None)
+        step = self.global_step
+        prepared = self.task.prepare(batch, self.backbone)
+        z, cond = prepared.latents, prepared.condition
+        null = prepared.null_condition
+
+        loss, logs, disc_inputs = self.distiller.generator_loss(z, cond, null, step, self.generator)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.trainer.gradient_clip_val:
+            self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val)
+        opt_g.step()
+
+        phase = self.distiller.phases.at(step)
+        train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
+        if opt_d is not None and disc_inputs is not None and train_disc:
+            d_loss, d_logs = self.distiller.discriminator_loss(disc_inputs)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            # the raw optimiser: Lightning's step counter must count data batches, not updates
+            opt_d.optimizer.step()
+            self.distiller.clip_discriminator()
+            logs.update(d_logs)
+
+        self.skipped_samples = int(batch["skipped"])
+        logs["data/skipped"] = float(self.skipped_samples)
+        logs["data/filtered"] = float(batch["filtered"])
+        shown = {"loss/generator", "phase"}
+        self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
+        self.log_dict({k: logs[k] for k in shown}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = self.trainable_state_dict()
+        checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        checkpoint["flash_data"] = {"batches": self.global_step, "skipped": self.skipped_samples}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("flash_rng")
+        if rng is not None:
+            self.generator.set_state(rng["generator"])
+            torch.set_rng_state(rng["torch"])
+        expected = set(self.trainable_state_dict())
+        got = set(checkpoint["state_dict"])
+        if expected != got:
+            raise ValueError(
+                f"checkpoint does not match the model's trainable weights: {len(expected - got)} missing, "
+                f"{len(got - expected)} unexpected (was it written with another backbone or LoRA config?)"
+            )

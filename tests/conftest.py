@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny models saved to disk, composed configs, tiny webdataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+def write_shard(path: Path, samples: list[dict]) -> Path:
+    """A webdataset tar from dicts {key, image (PIL) | jpg (bytes), json (dict | bytes)}."""
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as sink:
+        for s in samples:
+            out = {"__key__": s["key"]}
+            if "image" in s:
+                buf = io.BytesIO()
+                s["image"].save(buf, format="JPEG")
+                out["jpg"] = buf.getvalue()
+            if "jpg" in s:
+                out["jpg"] = s["jpg"]
+            if "json" in s:
+                out["json"] = s["json"] if isinstance(s["json"], bytes) else json.dumps(s["json"]).encode()
+            sink.write(out)
+    return path
+
+
+def solid_samples(n: int, start: int = 0, size: int = 32) -> list[dict]:
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+    names = list(colours)
+    out = []
+    for i in range(start, start + n):
+        name = names[i % 3]
+        out.append({"key": f"{i:06d}", "image": Image.new("RGB", (size, size), colours[name]),
+                    "json": {"caption": f"a {name} square", "aesthetic_score": 5.0 + (i % 4)}})
+    return out
+
+
+@pytest.fixture
+def tiny_shards(tmp_path) -> list[str]:
+    return [str(write_shard(tmp_path / f"train-{i}.tar", solid_samples(24, 24 * i))) for i in range(2)]
+
+
+def compose(overrides: list[str]):
+    """The training config composed in-process, as `python -m flash_exp.train <overrides>` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from flash_exp.config import register_configs, register_resolvers
+
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)

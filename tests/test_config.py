@@ -1,0 +1,99 @@
+"""Config composition: the paper's per-backbone values, and validation naming the offending key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from flash_exp.config import ConfigError, validate
+from tests.conftest import REPO, compose
+
+MODE_PROBS = [[0, 0, 0.5, 0.5], [0.1, 0.3, 0.3, 0.3], [0.25, 0.25, 0.25, 0.25], [0.4, 0.2, 0.2, 0.2]]
+
+
+def test_sdxl_paper_values():
+    cfg = compose(["backbone=sdxl"])
+    assert cfg.backbone.lora.rank == 64 and cfg.backbone.lora.alpha == 64
+    assert list(cfg.phases.k) == [32, 32, 32, 32]
+    assert list(cfg.backbone.guidance_range) == [3, 13]
+    assert list(cfg.loss.adversarial.weight) == [0, 0.1, 0.2, 0.3]
+    assert list(cfg.loss.dmd.weight) == [0, 0.3, 0.5, 0.7]
+    assert cfg.loss.adversarial.type == "lsgan"
+    assert OmegaConf.to_container(cfg.timesteps.mode_probs) == MODE_PROBS
+    assert cfg.backbone.null_condition == "zero" and cfg.data.batch_size == 2
+
+
+def test_pixart_and_sd3_paper_values():
+    pixart = compose(["backbone=pixart"])
+    assert list(pixart.phases.k) == [16] * 4 and list(pixart.phases.iterations) == [10000] * 4
+    assert list(pixart.backbone.guidance_range) == [2, 9]
+    assert list(pixart.loss.adversarial.weight) == [0, 0.05, 0.1, 0.2]
+    assert pixart.backbone.lora.alpha == 8 and pixart.backbone.lora.rank == 64
+    sd3 = compose(["backbone=sd3"])
+    assert list(sd3.backbone.guidance_range) == [7, 13]
+    assert list(sd3.loss.adversarial.weight) == [0, 0.1, 0.3, 0.5]
+    assert sd3.backbone.prediction == "flow"
+
+
+def test_sd15_paper_values():
+    cfg = compose(["backbone=sd15"])
+    assert cfg.backbone.lora.rank == 128 and cfg.backbone.resolution == 512
+    assert cfg.loss.distill.type == "lpips" and cfg.data.batch_size == 4
+
+
+def test_axis_groups_keep_backbone_values():
+    cfg = compose(["backbone=pixart", "loss=distill_only", "phases=k64"])
+    assert list(cfg.phases.k) == [64] * 4
+    assert list(cfg.phases.iterations) == [10000] * 4  # PixArt's, untouched by phases=k64
+    assert cfg.loss.adversarial.enabled is False and cfg.loss.dmd.enabled is False
+    assert list(cfg.loss.adversarial.weight) == [0, 0.05, 0.1, 0.2]
+
+
+def test_every_shipped_backbone_validates():
+    for name in ("toy", "sd15", "sdxl", "pixart", "sd3"):
+        typed = validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent"]))
+        assert typed.backbone.name == name
+
+
+INVALID = [
+    (["phases.k=[32,32]"], "timesteps.mode_probs"),
+    (["timesteps.mode_probs=[[0.5,0.5,0.5,0.5],[0.1,0.3,0.3,0.3],[0.25,0.25,0.25,0.25],[0.4,0.2,0.2,0.2]]"],
+     "timesteps.mode_probs[0]"),
+    (["timesteps.mode_probs=[[0.5,0.5],[0.1,0.9],[0.5,0.5],[1.0,0.0]]"], "timesteps.mode_probs[0]"),
+    (["loss.adversarial.type=bce"], "loss.adversarial.type"),
+    (["loss.distill.type=ssim"], "loss.distill.type"),
+    (["phases.k=[32,0,32,32]"], "phases.k[1]"),
+    (["phases.k=[32,-4,32,32]"], "phases.k[1]"),
+    (["backbone.guidance_range=[13,3]"], "backbone.guidance_range"),
+    (["backbone.lora.rank=0"], "backbone.lora.rank"),
+    (["backbone.lora.rank=-8"], "backbone.lora.rank"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), INVALID)
+def test_validation_names_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["backbone=sdxl", *overrides]))
+    assert err.value.key == key
+    assert key in str(err.value)
+
+
+def test_validation_lists_allowed_values():
+    with pytest.raises(ConfigError, match="lsgan, hinge, vanilla, non-saturating, wgan"):
+        validate(compose(["loss.adversarial.type=bce"]))
+
+
+@pytest.mark.parametrize(("overrides", "key"), [INVALID[0], INVALID[3], INVALID[7], INVALID[8]])
+def test_cli_exits_nonzero_before_loading_weights(overrides, key):
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", *overrides, "hydra.run.dir=/tmp/fx-invalid"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert key in proc.stderr
+    assert time.monotonic() - start < 60
