@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
 
@@ -32,10 +32,15 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from flash_exp.export import export_student, latest_grid
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
 
+    saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it for CLI runs; in-process runs need it too
+    if not saved.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.structured(cfg), saved)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.trainer
     max_steps = t.max_steps or sum(cfg.phases.iterations)
@@ -77,8 +82,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     trainer.save_checkpoint(last)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
-        path = module.backbone.export(export_dir)
-        log.info("exported the student to %s", path)
+        export_student(module.backbone, cfg, export_dir, latest_grid(run_dir))
+        log.info("exported the student to %s", export_dir)
     return export_dir
 
 

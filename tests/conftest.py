@@ -13,6 +13,11 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+# the test models are tiny: one thread avoids OpenMP spin-waits when the other core is busy
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -111,12 +111,13 @@ class FlashDistiller(nn.Module):
             rows = (idx == start).nonzero().flatten().to(x_t.device)
             x = x_t[rows]
             c, n, w = cond.select(rows), null.select(rows), guidance[rows]
-            self.teacher_scheduler.set_timesteps(k)
-            for t in self.teacher_scheduler.timesteps[start:]:
+            sched = self.teacher_scheduler
+            sched.set_timesteps(k)
+            for t in sched.timesteps[start:]:
                 tt = t.expand(x.shape[0]).to(x.device)
-                model_in = self.teacher_scheduler.scale_model_input(x, t)
+                model_in = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
                 guided = guided_output(self.backbone, model_in, tt, c, n, w)
-                x = self.teacher_scheduler.step(guided, t, x, return_dict=False)[0]
+                x = sched.step(guided, t, x, return_dict=False)[0]
             out[rows] = x
         return out
 
