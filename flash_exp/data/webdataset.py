@@ -1,8 +1,8 @@
 """The paper's data pipeline: webdataset shards of ``jpg`` + ``json{caption, aesthetic_score}``.
 
-Samples without an image or a caption, and images that fail to decode, are skipped and counted; the
-cumulative count travels with every batch (``skipped``) so the trainer can log it even when the
-pipeline runs in DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
+Samples without an image or a caption, and images that fail to decode, are skipped and counted; each
+batch carries its stream's cumulative count (``skipped``, with the stream id ``stream``) so the
+trainer can log the total even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
 
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
@@ -133,10 +133,12 @@ class CaptionedImageStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = self._worker()
-        # DataLoader takes batch i from worker i % num_workers: this worker's share of the consumed ones
-        skip = max(0, (self.start_batch - worker + num_workers - 1) // num_workers)
+        # DataLoader takes batch i from worker i % num_workers, starting again at worker 0 after a
+        # restart; worker w therefore continues the stream of role (w + start) % num_workers.
+        role = (worker + self.start_batch) % num_workers
+        skip = max(0, (self.start_batch - role + num_workers - 1) // num_workers)
         batch: list[dict] = []
-        for sample in self._samples(worker, num_workers):
+        for sample in self._samples(role, num_workers):
             item = self._decode(sample)
             if item is None:
                 continue
@@ -148,6 +150,7 @@ class CaptionedImageStream(IterableDataset):
                     yield {
                         "pixels": torch.stack([b["pixels"] for b in batch]),
                         "captions": [b["caption"] for b in batch],
+                        "stream": torch.tensor(role),
                         "skipped": torch.tensor(self.counters.skipped),
                         "filtered": torch.tensor(self.counters.filtered),
                     }

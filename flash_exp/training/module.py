@@ -70,7 +70,7 @@ class FlashModule(L.LightningModule):
         lpips = build_lpips(cfg.loss.distill.lpips_weights) if cfg.loss.distill.type == "lpips" else None
         self.distiller = FlashDistiller(self.backbone, cfg, lpips)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.skipped_samples = 0
+        self.skipped_per_stream: dict[int, int] = {}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -117,8 +117,8 @@ class FlashModule(L.LightningModule):
             self.distiller.clip_discriminator()
             logs.update(d_logs)
 
-        self.skipped_samples = int(batch["skipped"])
-        logs["data/skipped"] = float(self.skipped_samples)
+        self.skipped_per_stream[int(batch["stream"])] = int(batch["skipped"])
+        logs["data/skipped"] = float(sum(self.skipped_per_stream.values()))
         logs["data/filtered"] = float(batch["filtered"])
         shown = {"loss/generator", "phase"}
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
@@ -132,7 +132,7 @@ class FlashModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
         checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        checkpoint["flash_data"] = {"batches": self.global_step, "skipped": self.skipped_samples}
+        checkpoint["flash_data"] = {"batches": self.global_step, "skipped": dict(self.skipped_per_stream)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("flash_rng")

@@ -1,0 +1,71 @@
+"""The webdataset pipeline: filtering, skipping and counting, determinism and resume position."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from flash_exp.data.webdataset import CaptionedImageStream, image_to_tensor
+from tests.conftest import solid_samples, write_shard
+
+
+def take(stream, n):
+    it = iter(stream)
+    return [next(it) for _ in range(n)]
+
+
+def test_image_to_tensor_centre_crops_and_scales():
+    image = Image.new("RGB", (60, 40), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 10, 40))  # a blue band on the left, cropped away
+    x = image_to_tensor(image, 16)
+    assert x.shape == (3, 16, 16)
+    assert torch.allclose(x[0], torch.ones(16, 16), atol=1e-2) and x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_aesthetic_filter_and_counts(tmp_path):
+    shard = write_shard(tmp_path / "a.tar", solid_samples(12))  # scores 5, 6, 7, 8 repeating
+    stream = CaptionedImageStream([str(shard)], 16, 3, shuffle_buffer=1, min_aesthetic_score=6.5)
+    batches = take(stream, 2)
+    assert all(b["pixels"].shape == (3, 3, 16, 16) for b in batches)
+    assert int(batches[-1]["filtered"]) == 6 and int(batches[-1]["skipped"]) == 0
+
+
+def test_corrupt_and_captionless_samples_are_counted(tmp_path):
+    good = solid_samples(6)
+    bad = [{"key": "x1", "jpg": b"not an image", "json": {"caption": "a red square"}},
+           {"key": "x2", "image": good[0]["image"], "json": {"aesthetic_score": 9}},
+           {"key": "x3", "image": good[0]["image"], "json": b"{broken json"}]
+    shard = write_shard(tmp_path / "a.tar", good[:3] + bad + good[3:])
+    batches = take(CaptionedImageStream([str(shard)], 16, 6, shuffle_buffer=1), 1)
+    assert int(batches[0]["skipped"]) == 3
+    assert len(batches[0]["captions"]) == 6
+
+
+def test_stream_is_deterministic_and_resumes_at_its_position(tmp_path):
+    shards = [str(write_shard(tmp_path / f"s{i}.tar", solid_samples(10, 10 * i))) for i in range(3)]
+    full = take(CaptionedImageStream(shards, 16, 4, seed=3, shuffle_buffer=8), 6)
+    again = take(CaptionedImageStream(shards, 16, 4, seed=3, shuffle_buffer=8), 6)
+    assert [b["captions"] for b in full] == [b["captions"] for b in again]
+    resumed = CaptionedImageStream(shards, 16, 4, seed=3, shuffle_buffer=8)
+    resumed.start_batch = 4
+    tail = take(resumed, 2)
+    for a, b in zip(full[4:], tail, strict=True):
+        assert a["captions"] == b["captions"] and torch.equal(a["pixels"], b["pixels"])
+    other = take(CaptionedImageStream(shards, 16, 4, seed=4, shuffle_buffer=8), 6)
+    assert [b["captions"] for b in other] != [b["captions"] for b in full]
+
+
+def test_resume_position_with_two_workers(tmp_path):
+    from torch.utils.data import DataLoader
+
+    shards = [str(write_shard(tmp_path / f"s{i}.tar", solid_samples(8, 8 * i))) for i in range(4)]
+
+    def loader(start):
+        stream = CaptionedImageStream(shards, 16, 2, seed=0, shuffle_buffer=4)
+        stream.start_batch = start
+        return iter(DataLoader(stream, batch_size=None, num_workers=2))
+
+    it = loader(0)
+    full = [next(it)["captions"] for _ in range(8)]
+    it = loader(5)
+    assert [next(it)["captions"] for _ in range(3)] == full[5:]
