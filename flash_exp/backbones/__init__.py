@@ -1,42 +1,66 @@
-"""Teacher families behind the :class:`~flash_exp.backbones.base.Backbone` interface."""
+"""Teacher families behind the :class:`~flash_exp.backbones.base.Backbone` interface.
+
+| family | module | denoiser | export (what users load) |
+|---|---|---|---|
+| ``sd`` | :mod:`.sd` | UNet (eps / v) | diffusers LoRA, ``pipe.load_lora_weights`` |
+| ``sdxl`` | :mod:`.sdxl` | UNet, two CLIP encoders, micro-conditioning | diffusers LoRA, ``pipe.load_lora_weights`` |
+| ``pixart`` | :mod:`.pixart` | PixArt-alpha transformer, T5 | PEFT adapter, ``PeftModel.from_pretrained`` |
+| ``sd3`` | :mod:`.sd3` | MMDiT, flow matching | diffusers LoRA, ``pipe.load_lora_weights`` |
+
+Imports are lazy: ``flash_exp.backbones.hub`` (the weights source) loads without torch or diffusers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flash_exp.backbones.base import Backbone, build_scheduler, resolve_pretrained
-from flash_exp.config import BackboneConfig
+if TYPE_CHECKING:
+    from flash_exp.backbones.base import Backbone
+    from flash_exp.config import BackboneConfig
+
+FAMILIES = {
+    "sd": ("flash_exp.backbones.sd", "StableDiffusionBackbone"),
+    "sdxl": ("flash_exp.backbones.sdxl", "StableDiffusionXLBackbone"),
+    "pixart": ("flash_exp.backbones.pixart", "PixArtBackbone"),
+    "sd3": ("flash_exp.backbones.sd3", "StableDiffusion3Backbone"),
+}
+
+
+def backbone_class(family: str) -> type:
+    import importlib
+
+    if family not in FAMILIES:
+        raise ValueError(f"backbone.family={family!r} has no implementation; known: {', '.join(FAMILIES)}")
+    module, name = FAMILIES[family]
+    return getattr(importlib.import_module(module), name)
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:
     """Load the teacher named by ``cfg`` and attach the student's LoRA adapter."""
-    if cfg.family == "sd":
-        from flash_exp.backbones.sd import StableDiffusionBackbone
-
-        return StableDiffusionBackbone(cfg)
-    raise ValueError(f"backbone.family={cfg.family!r} has no implementation in this build")
+    return backbone_class(cfg.family)(cfg)
 
 
 def load_pipeline(cfg: BackboneConfig, lora_dir: Path | None, sampler: str = "student"):
-    """A plain diffusers pipeline of the teacher, with the exported student LoRA loaded when given.
+    """A plain diffusers pipeline of the teacher, with the exported student loaded when given.
 
     ``sampler`` picks the scheduler: ``student`` (few-step, e.g. LCM trailing) or ``teacher_sampling``.
-    This is the route a user of the export takes; evaluation samples through it too.
+    This is the route a user of the export takes (``pipe.load_lora_weights(dir)`` for SD, SDXL and
+    SD3; ``PeftModel.from_pretrained(transformer, dir)`` for PixArt); evaluation samples through it too.
     """
-    import diffusers
-    import torch
+    return backbone_class(cfg.family).load_pipeline(cfg, lora_dir, sampler)
 
-    from flash_exp.backbones.base import DTYPES
 
-    path = resolve_pretrained(cfg.pretrained)
-    pipeline_cls = {"sd": diffusers.StableDiffusionPipeline}.get(cfg.family)
-    if pipeline_cls is None:
-        raise ValueError(f"backbone.family={cfg.family!r} has no pipeline in this build")
-    kwargs = {"safety_checker": None, "requires_safety_checker": False} if cfg.family == "sd" else {}
-    pipe = pipeline_cls.from_pretrained(path, torch_dtype=DTYPES.get(cfg.dtype, torch.float32), **kwargs)
-    sched_cfg = cfg.student_scheduler if sampler == "student" else cfg.teacher_sampling.scheduler
-    pipe.scheduler = build_scheduler(sched_cfg, pipe.scheduler.config)
-    if lora_dir is not None:
-        pipe.load_lora_weights(str(lora_dir), adapter_name="flash")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def __getattr__(name: str):  # the old eager names, for `from flash_exp.backbones import Backbone` etc.
+    if name in ("Backbone", "build_scheduler"):
+        from flash_exp.backbones import base
+
+        return getattr(base, name)
+    if name == "resolve_pretrained":
+        from flash_exp.backbones.hub import resolve_pretrained
+
+        return resolve_pretrained
+    raise AttributeError(name)
+
+
+__all__ = ["FAMILIES", "backbone_class", "build_backbone", "load_pipeline"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained  # noqa: F401 (re-exported)
 from flash_exp.config import BackboneConfig, SchedulerConfig
 from flash_exp.method.noise import NoiseSchedule
 
@@ -30,35 +30,6 @@ class FeaturesReady(Exception):
     def __init__(self, features: torch.Tensor):
         super().__init__("features ready")
         self.features = features
-
-
-def resolve_pretrained(name_or_path: str) -> str:
-    """A local directory for ``name_or_path``: the directory itself, the local hub cache, or a download.
-
-    Raises FileNotFoundError naming the hub id and how to point at a local directory when the hub
-    cannot be reached and nothing is cached.
-    """
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    if Path(name_or_path).expanduser().exists():
-        raise NotADirectoryError(f"backbone.pretrained={name_or_path!r} exists but is not a directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(name_or_path, local_files_only=True)
-    except Exception:
-        pass
-    try:
-        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-        return snapshot_download(name_or_path)
-    except Exception as err:
-        raise FileNotFoundError(
-            f"could not load the teacher {name_or_path!r} from the Hugging Face hub "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Without network access, "
-            f"download it elsewhere (e.g. `hf download {name_or_path} --local-dir DIR`), copy DIR here and "
-            f"pass backbone.pretrained=DIR."
-        ) from err
 
 
 def build_scheduler(sched_cfg: SchedulerConfig, base_config: dict):
@@ -155,17 +126,41 @@ class Backbone(nn.Module, abc.ABC):
         The forward pass stops at that block. Gradients flow to x_t, not to the frozen weights.
         """
         def stop(_module, _inputs, output):
-            raise FeaturesReady(output[0] if isinstance(output, tuple) else output)
+            raise FeaturesReady(self.features_from_output(output))
 
         handle = self.feature_module().register_forward_hook(stop)
+        keep = self._checkpointing_off() if torch.is_grad_enabled() else contextlib.nullcontext()
         try:
-            with self.adapter(False):
+            with self.adapter(False), keep:
                 self.denoise(x_t, t, cond)
         except FeaturesReady as ready:
             return ready.features
         finally:
             handle.remove()
         raise RuntimeError("the feature module did not run during the teacher forward pass")
+
+    @contextlib.contextmanager
+    def _checkpointing_off(self) -> Iterator[None]:
+        """Gradient checkpointing off inside the block.
+
+        Checkpointing recomputes a block during backward with the adapter state of *that* moment (LoRA
+        on), so a teacher forward (LoRA off) that needs gradients keeps its activations instead.
+        """
+        flagged = [m for m in self.denoiser.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        for m in flagged:
+            m.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for m in flagged:
+                m.gradient_checkpointing = True
+
+    def features_from_output(self, output) -> torch.Tensor:
+        """The discriminator features in the output of :meth:`feature_module`: (B, C, h, w) or (B, tokens, C).
+
+        Default: the output itself, or its first element for blocks that return a tuple.
+        """
+        return output[0] if isinstance(output, tuple) else output
 
     # ------------------------------------------------------------------ training
     def trainable_parameters(self) -> list[nn.Parameter]:

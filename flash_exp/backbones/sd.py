@@ -5,64 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from peft import LoraConfig as PeftLoraConfig
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from flash_exp.backbones.base import DTYPES, Backbone, resolve_pretrained
+from flash_exp.backbones.base import DTYPES
+from flash_exp.backbones.common import DiffusersBackbone, cast_floats, peft_lora_config
 from flash_exp.backbones.condition import Condition
-from flash_exp.config import BackboneConfig
-from flash_exp.method.noise import NoiseSchedule
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def peft_lora_config(cfg: BackboneConfig) -> PeftLoraConfig:
-    """The student's adapter; alpha is always written out (never peft's silent default)."""
-    return PeftLoraConfig(
-        r=cfg.lora.rank,
-        lora_alpha=cfg.lora.alpha,
-        init_lora_weights=True if cfg.lora.init == "default" else cfg.lora.init,
-        target_modules=list(cfg.lora.targets),
-    )
-
-
-class StableDiffusionBackbone(Backbone):
+class StableDiffusionBackbone(DiffusersBackbone):
     pipeline_class = StableDiffusionPipeline
+    denoiser_attr = "unet"
+    denoiser_class = UNet2DConditionModel
 
-    def __init__(self, cfg: BackboneConfig):
+    @classmethod
+    def pipeline_load_kwargs(cls, path: str) -> dict:
+        return {"safety_checker": None, "requires_safety_checker": False}
+
+    def __init__(self, cfg):
         super().__init__(cfg)
-        path = resolve_pretrained(cfg.pretrained)
-        self.pretrained_path = path
-        kw = dict(revision=cfg.revision, variant=cfg.variant)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=self.dtype, **kw)
-        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.dtype, **kw)
-        self._load_text_encoders(path, kw)
-        scheduler_cls = self.pipeline_class.load_config(path)["scheduler"][1]
-        import diffusers
-
-        self.base_scheduler_config = dict(
-            getattr(diffusers, scheduler_cls).load_config(path, subfolder="scheduler")
-        )
-        prediction = self.base_scheduler_config.get("prediction_type", "epsilon")
-        if prediction != cfg.prediction:
-            raise ValueError(
-                f"backbone.prediction={cfg.prediction!r} but the teacher's scheduler says {prediction!r}"
-            )
-        self.schedule = NoiseSchedule.from_scheduler(self.make_scheduler("teacher"), cfg.prediction)
-
-        for module in (self.unet, self.vae, *self.text_encoders()):
-            module.requires_grad_(False)
-            module.eval()
-        self.unet.add_adapter(peft_lora_config(cfg))
-        for p in self.unet.parameters():  # LoRA weights train in float32 whatever the base dtype
-            if p.requires_grad:
-                p.data = p.data.float()
-        if cfg.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.denoiser = self.unet
-        self._null_cache: torch.Tensor | None = None
+        self._null_cache: Condition | None = None
 
     # ------------------------------------------------------------------ text
     def _load_text_encoders(self, path: str, kw: dict) -> None:
@@ -88,41 +53,24 @@ class StableDiffusionBackbone(Backbone):
     def encode_prompts(self, prompts: list[str]) -> Condition:
         return Condition(kwargs={"encoder_hidden_states": self._embed(prompts)})
 
+    def _null_prompt(self) -> str:
+        return self.cfg.negative_prompt if self.cfg.null_condition == "negative_prompt" else ""
+
     def null_condition(self, batch_size: int) -> Condition:
-        if self._null_cache is None or self._null_cache.device != self.text_encoder.device:
-            empty = self._embed([self.cfg.negative_prompt if self.cfg.null_condition == "negative_prompt" else ""])
-            self._null_cache = torch.zeros_like(empty) if self.cfg.null_condition == "zero" else empty
-        return Condition(kwargs={"encoder_hidden_states": self._null_cache.expand(batch_size, -1, -1)})
+        """One encoded null condition, cached, repeated over the batch; ``zero`` zeroes every tensor."""
+        cached = self._null_cache
+        if cached is None or cached.kwargs["encoder_hidden_states"].device != self.text_device:
+            cached = self.encode_prompts([self._null_prompt()])
+            if self.cfg.null_condition == "zero":
+                cached = Condition(kwargs=_zero_like(cached.kwargs, keep=self._nonzero_null_keys))
+            self._null_cache = cached
+        return cached.select(torch.zeros(batch_size, dtype=torch.long))
 
-    # ------------------------------------------------------------------ latents
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            latents = self.vae.encode(pixels.to(self.vae.device, self.dtype)).latent_dist.mode()
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return ((latents - shift) * self.vae.config.scaling_factor).float()
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        z = latents / self.vae.config.scaling_factor + shift
-        return self.vae.decode(z.to(self.dtype)).sample.float()
+    _nonzero_null_keys: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ denoiser
     def _forward_denoiser(self, x: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
-        kwargs = {k: (v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
-                  for k, v in cond.kwargs.items()}
-        return self.unet(x, t, return_dict=False, **kwargs)[0]
-
-    def _set_adapter(self, enabled: bool) -> None:
-        if enabled:
-            self.unet.enable_adapters()
-        else:
-            self.unet.disable_adapters()
-
-    def feature_module(self) -> nn.Module:
-        return self.unet.get_submodule(self.cfg.discriminator.feature_module)
-
-    def latent_size(self) -> int:
-        return self.cfg.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.unet(x, t, return_dict=False, **cast_floats(cond.kwargs, self.dtype))[0]
 
     def feature_shape(self) -> tuple[int, int]:
         if self.cfg.discriminator.feature_module != "mid_block":
@@ -131,16 +79,14 @@ class StableDiffusionBackbone(Backbone):
         return self.unet.config.block_out_channels[-1], side
 
     # ------------------------------------------------------------------ sampling and export
+    def pipeline_components(self) -> dict:
+        return dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
     def pipeline(self, student: bool):
         pipe = self.pipeline_class(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
+            **self.pipeline_components(),
             scheduler=self.make_scheduler("student" if student else "teacher_sampling"),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -161,4 +107,13 @@ class StableDiffusionBackbone(Backbone):
         return directory / LORA_FILE
 
 
-__all__ = ["StableDiffusionBackbone", "DTYPES", "peft_lora_config"]
+def _zero_like(value, keep: tuple[str, ...] = ()):
+    """Zeros shaped like every floating tensor of ``value`` (nested dicts too), except keys in ``keep``."""
+    if torch.is_tensor(value):
+        return torch.zeros_like(value) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: (v if k in keep else _zero_like(v, keep)) for k, v in value.items()}
+    return value
+
+
+__all__ = ["StableDiffusionBackbone", "DTYPES", "LORA_FILE", "peft_lora_config"]

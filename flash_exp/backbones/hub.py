@@ -1,0 +1,76 @@
+"""Where a teacher's weights come from: a local diffusers pipeline directory or a Hugging Face hub id.
+
+This module imports nothing heavy (no torch, no diffusers) so that ``python -m flash_exp.train`` can
+check the weights source right after validating the config and fail within seconds without network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HUB_TIMEOUT_S = 5.0  # connecting to the hub; without network the look-up fails quickly
+
+
+class TeacherNotFoundError(FileNotFoundError):
+    """The teacher is neither a local directory, nor in the local hub cache, nor downloadable."""
+
+
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _not_found(name: str, reason: str) -> TeacherNotFoundError:
+    return TeacherNotFoundError(
+        f"could not load the teacher {name!r} from the Hugging Face hub ({reason}). Without network access, "
+        f"download it on a machine that has it (e.g. `hf download {name} --local-dir DIR`, or "
+        f"`DiffusionPipeline.download({name!r})`), copy DIR here and pass backbone.pretrained=DIR "
+        f"(a diffusers pipeline directory holding model_index.json)."
+    )
+
+
+def resolve_pretrained(name_or_path: str, revision: str | None = None, variant: str | None = None) -> str:
+    """A local directory for ``name_or_path``: the directory itself, the local hub cache, or a download.
+
+    A download fetches only what the pipeline needs (``DiffusionPipeline.download``: the components of
+    ``model_index.json`` in the requested ``variant``), not every file of the repository. With
+    ``HF_HUB_OFFLINE=1``, or when the hub cannot be reached within a few seconds, raises
+    :class:`TeacherNotFoundError` naming the hub id and how to point at a local directory.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise NotADirectoryError(f"backbone.pretrained={name_or_path!r} exists but is not a directory")
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise TeacherNotFoundError(
+            f"backbone.pretrained={name_or_path!r} is neither an existing directory nor a hub id (owner/name)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:  # already in the local hub cache: no network needed
+        cached = snapshot_download(name_or_path, revision=revision, local_files_only=True)
+        if (Path(cached) / "model_index.json").is_file():
+            return cached
+    except Exception:
+        pass
+    if _offline():
+        raise _not_found(name_or_path, "HF_HUB_OFFLINE is set and it is not in the local hub cache")
+    from huggingface_hub import model_info
+
+    try:  # a cheap reachability check with a short timeout before importing diffusers
+        model_info(name_or_path, revision=revision, timeout=HUB_TIMEOUT_S)
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise _not_found(name_or_path, f"{type(err).__name__}: {first}") from err
+    from diffusers import DiffusionPipeline
+
+    try:
+        return str(DiffusionPipeline.download(name_or_path, revision=revision, variant=variant))
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise _not_found(name_or_path, f"{type(err).__name__}: {first}") from err
+
+
+__all__ = ["TeacherNotFoundError", "resolve_pretrained"]

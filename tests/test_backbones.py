@@ -1,0 +1,440 @@
+"""The four teacher families on tiny models built from config and loaded through the local-directory path.
+
+Fast tests check each family's conditioning against its own diffusers pipeline, the teacher/student
+switch, the discriminator taps, the flow parametrisation, the LoRA parameter count of the full-size
+UNets, and the no-network error. The slow ones train each family end to end in-process (every loss,
+sample grids at 1, 2 and 4 steps, export) and reload the export the way a user does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from flash_exp.config import validate
+from tests.conftest import REPO, compose
+
+FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
+# the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps
+TINY_OVERRIDES = {
+    "sd15": [],
+    "sdxl": [],
+    "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
+    "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
+}
+PROMPTS = ["a red circle", "a blue square"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_sd_dir):
+    """``tiny_dir(name)``: the saved tiny pipeline directory of a backbone config name (built once)."""
+    from tests import tiny_models
+
+    built: dict[str, Path] = {"sd15": tiny_sd_dir}
+    builders = {"sdxl": tiny_models.build_tiny_sdxl, "pixart": tiny_models.build_tiny_pixart,
+                "sd3": tiny_models.build_tiny_sd3,
+                "sd3_t5": lambda p: tiny_models.build_tiny_sd3(p, with_t5=True)}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = builders[name](tmp_path_factory.mktemp(f"tiny-{name}") / "pipe")
+        return built[name]
+
+    return get
+
+
+def backbone_cfg(name: str, directory: Path, *overrides: str):
+    return validate(compose([
+        f"backbone={name.removesuffix('_t5')}", f"backbone.pretrained={directory}", "backbone.resolution=32",
+        "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.channels=[16,32]",
+        "loss.distill.type=l2", "data.shards=[unused]", *TINY_OVERRIDES[name.removesuffix("_t5")], *overrides,
+    ]))
+
+
+@pytest.fixture(scope="module")
+def backbones(tiny_dir):
+    """``backbones(name)``: a built backbone on the tiny pipeline (built once per module)."""
+    from flash_exp.backbones import build_backbone
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = build_backbone(backbone_cfg(name, tiny_dir(name)).backbone)
+        return cache[name]
+
+    return get
+
+
+def latents(b: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------ conditioning
+def test_sdxl_condition_matches_the_pipeline_and_zero_null(backbones):
+    bb = backbones("sdxl")
+    cond = bb.encode_prompts(PROMPTS)
+    embeds, _, pooled, _ = bb.pipeline(student=True).encode_prompt(
+        PROMPTS, device=torch.device("cpu"), num_images_per_prompt=1, do_classifier_free_guidance=False)
+    torch.testing.assert_close(cond.kwargs["encoder_hidden_states"], embeds)
+    added = cond.kwargs["added_cond_kwargs"]
+    torch.testing.assert_close(added["text_embeds"], pooled)
+    assert embeds.shape[-1] == 32 + 32  # penultimate states of both encoders, concatenated
+    assert added["time_ids"].tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 2  # (orig, crop, target)
+
+    null = bb.null_condition(3)  # backbone.null_condition=zero, as the official SDXL code
+    assert null.kwargs["encoder_hidden_states"].shape == (3, *embeds.shape[1:])
+    assert null.kwargs["encoder_hidden_states"].abs().max() == 0
+    assert null.kwargs["added_cond_kwargs"]["text_embeds"].abs().max() == 0
+    assert null.kwargs["added_cond_kwargs"]["time_ids"].tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 3
+
+
+def test_pixart_condition_has_mask_micro_conditioning_and_epsilon_channels(backbones):
+    bb = backbones("pixart")
+    cond = bb.encode_prompts(PROMPTS)
+    embeds, mask, _, _ = bb.pipeline(student=True).encode_prompt(
+        PROMPTS, do_classifier_free_guidance=False, device=torch.device("cpu"), clean_caption=False,
+        max_sequence_length=120)
+    torch.testing.assert_close(cond.kwargs["encoder_hidden_states"], embeds)
+    assert torch.equal(cond.kwargs["encoder_attention_mask"], mask)
+    assert embeds.shape[1] == 120 and mask.sum(1).tolist() == [4, 4]  # 3 words + </s>, rest masked
+    added = cond.kwargs["added_cond_kwargs"]
+    assert added["resolution"].tolist() == [[32.0, 32.0]] * 2 and added["aspect_ratio"].tolist() == [[1.0]] * 2
+
+    null = bb.null_condition(2)  # empty prompt
+    assert null.kwargs["encoder_attention_mask"].sum(1).tolist() == [1, 1]
+
+    z, t = latents(), torch.tensor([400, 400])
+    assert bb.transformer.config.out_channels == 8
+    with torch.no_grad(), bb.adapter(False):
+        eps = bb.denoise(z, t, cond)
+        raw = bb.transformer(z, timestep=t, return_dict=False, **cond.kwargs)[0]
+    assert eps.shape == z.shape
+    torch.testing.assert_close(eps, raw[:, :4])  # learned sigma: epsilon first, variance dropped
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd3_t5"])
+def test_sd3_condition_is_the_pipelines_encode_prompt(tiny_dir, name):
+    from diffusers import StableDiffusion3Pipeline
+
+    from flash_exp.backbones import build_backbone
+
+    bb = build_backbone(backbone_cfg(name, tiny_dir(name)).backbone)
+    assert (bb.text_encoder_3 is not None) == (name == "sd3_t5")
+    cond = bb.encode_prompts(PROMPTS)
+    pipe = StableDiffusion3Pipeline.from_pretrained(
+        tiny_dir(name), **type(bb).pipeline_load_kwargs(str(tiny_dir(name))))
+    embeds, _, pooled, _ = pipe.encode_prompt(PROMPTS, None, None, do_classifier_free_guidance=False,
+                                              device=torch.device("cpu"))
+    torch.testing.assert_close(cond.kwargs["encoder_hidden_states"], embeds)
+    torch.testing.assert_close(cond.kwargs["pooled_projections"], pooled)
+    assert embeds.shape[1] == 16 + 256  # CLIP tokens, then the T5 tokens (zeros without T5)
+    t5_part = embeds[:, 16:]
+    assert (t5_part.abs().max() == 0) == (name == "sd3")
+    null = bb.null_condition(2)  # the configured negative prompt
+    negative = bb.encode_prompts([bb.cfg.negative_prompt])
+    torch.testing.assert_close(null.kwargs["encoder_hidden_states"][1],
+                               negative.kwargs["encoder_hidden_states"][0])
+
+
+# ------------------------------------------------------------------------------------ denoiser, taps
+@pytest.mark.parametrize("name", ["sdxl", "pixart", "sd3"])
+def test_teacher_is_the_base_model_and_features_have_the_declared_shape(backbones, tiny_dir, name):
+    bb = backbones(name)
+    cfg = bb.cfg
+    z, t = latents(), torch.tensor([300, 300])
+    cond = bb.encode_prompts(PROMPTS)
+    base = type(bb.base_denoiser).from_pretrained(tiny_dir(name), subfolder=bb.denoiser_attr)
+    with torch.no_grad():
+        for p in bb.trainable_parameters():  # make the LoRA do something
+            p.add_(0.1 * torch.randn_like(p))
+        with bb.adapter(False):
+            teacher = bb.denoise(z, t, cond)
+        with bb.adapter(True):
+            student = bb.denoise(z, t, cond)
+        original = type(bb)._forward_denoiser(_Shim(bb, base), z, t, cond)
+    torch.testing.assert_close(teacher, original[:, :4], rtol=1e-5, atol=1e-5)
+    assert (teacher - student).abs().max() > 1e-4
+    assert len({id(p) for p in bb.parameters()}) == len(list(bb.parameters()))  # base weights live once
+
+    channels, side = bb.feature_shape()
+    feats = bb.teacher_features(z, t, cond)
+    if feats.ndim == 3:  # transformer tokens (B, side^2, C)
+        assert feats.shape == (2, side * side, channels)
+    else:
+        assert feats.shape == (2, channels, side, side)
+    from flash_exp.method.discriminator import DiscriminatorHead
+
+    head = DiscriminatorHead(channels, side, list(cfg.discriminator.channels))
+    assert head(feats).shape[0] == 2
+
+
+class _Shim:
+    """The backbone's forward with another denoiser module in place (the LoRA-free base model)."""
+
+    def __init__(self, bb, base):
+        self._bb, self._base = bb, base
+
+    def __getattr__(self, name):
+        if name in ("unet", "transformer"):
+            return self._base
+        return getattr(self._bb, name)
+
+
+def test_sd3_is_flow_matching_with_the_shifted_teacher_schedule(backbones):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    bb = backbones("sd3")
+    assert bb.schedule.prediction == "flow"
+    teacher = bb.make_scheduler("teacher")
+    student = bb.make_scheduler("student")
+    assert isinstance(teacher, FlowMatchEulerDiscreteScheduler) and teacher.config.shift == 3.0
+    assert isinstance(student, FlowMatchEulerDiscreteScheduler) and student.config.shift == 3.0
+    teacher.set_timesteps(8)
+    assert float(teacher.timesteps[0]) == 1000.0  # index 0: pure noise
+    s = teacher.timesteps[1] / 1000  # shifted: above the unshifted linspace value
+    assert float(s) > 1 - (1 - 1e-3) / 7
+    # x_t = (1 - s) x0 + s eps with s = t / 1000, the scheduler's own sigma
+    x0, eps = latents(seed=1), latents(seed=2)
+    t = teacher.timesteps[3].expand(2)
+    x_t = bb.schedule.add_noise(x0, eps, t)
+    torch.testing.assert_close(x_t, teacher.scale_noise(x0, teacher.timesteps[3:4], eps))
+
+
+def test_flow_dmd_works_on_x0():
+    """DMD for a velocity model: x0 = x_t - s v; the score difference in x0 is s (v_real - v_fake) (the
+    official flash_sd3 forgot the sigma factor) and the normaliser is |x0_student - x0_real| (it used
+    the velocity)."""
+    from flash_exp.method.losses import dmd_loss
+    from flash_exp.method.noise import NoiseSchedule
+
+    schedule = NoiseSchedule("flow", None, 1000)
+    x0, eps = latents(seed=3), latents(seed=4)
+    t = torch.tensor([250.0, 800.0])
+    x_t = schedule.add_noise(x0, eps, t)
+    torch.testing.assert_close(schedule.to_x0(eps - x0, x_t, t), x0, rtol=1e-5, atol=1e-5)
+
+    v_real, v_fake = latents(seed=5), latents(seed=6)
+    x0_real, x0_fake = schedule.to_x0(v_real, x_t, t), schedule.to_x0(v_fake, x_t, t)
+    s = (t / 1000).view(-1, 1, 1, 1)
+    torch.testing.assert_close(x0_fake - x0_real, s * (v_real - v_fake), rtol=1e-5, atol=1e-5)
+
+    student = x0.clone().requires_grad_(True)
+    dmd_loss(student, x0_real, x0_fake).backward()
+    weight = 1 / ((x0 - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-5)
+    expected = (x0_fake - x0_real) * weight / x0.numel()  # d/dx 0.5 * mse(x, x - g) = g / N
+    torch.testing.assert_close(student.grad, expected, rtol=1e-4, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------ LoRA count
+def closed_form_lora_count(config: dict, rank: int) -> tuple[int, int]:
+    """rank x (in + out) for to_q, to_k, to_v, to_out.0 of every attention of every transformer block.
+
+    Self-attention maps C -> C four times; cross-attention has q and out C -> C and k, v from the text
+    width. Blocks: CrossAttn down blocks (layers_per_block attentions), the mid block (one attention),
+    CrossAttn up blocks (layers_per_block + 1 attentions), each attention with its number of layers.
+    """
+    channels = config["block_out_channels"]
+    layers = config.get("transformer_layers_per_block", 1)
+    layers = [layers] * len(channels) if isinstance(layers, int) else layers
+    per_block = config["layers_per_block"]
+    blocks: list[int] = []
+    for i, kind in enumerate(config["down_block_types"]):
+        if kind.startswith("CrossAttn"):
+            blocks += [channels[i]] * (per_block * layers[i])
+    blocks += [channels[-1]] * layers[-1]
+    for i, kind in enumerate(config["up_block_types"]):
+        if kind.startswith("CrossAttn"):
+            blocks += [channels[::-1][i]] * ((per_block + 1) * layers[::-1][i])
+    text = config["cross_attention_dim"]
+
+    def block(c: int) -> int:
+        self_attn = 4 * (c + c)
+        cross_attn = (c + c) + 2 * (text + c) + (c + c)
+        return self_attn + cross_attn
+
+    return rank * sum(block(c) for c in blocks), 8 * len(blocks)
+
+
+def test_lora_count_of_the_full_size_unets(capsys):
+    from flash_exp.backbones.lora_count import MODELS, lora_parameter_count, main, unet_config
+
+    for name, model in MODELS.items():  # the command's ranks are the configs' ranks
+        assert OmegaConf.load(REPO / "conf" / "backbone" / f"{name}.yaml").backbone.lora.rank == model.rank
+
+    sd15 = unet_config("sd15")
+    assert closed_form_lora_count(sd15, 1) == (199_296, 128)
+    assert lora_parameter_count(sd15, 128) == closed_form_lora_count(sd15, 128) == (25_509_888, 128)
+    sdxl = unet_config("sdxl")
+    assert lora_parameter_count(sdxl, 64) == closed_form_lora_count(sdxl, 64) == (92_897_280, 560)
+
+    main([])
+    out = capsys.readouterr().out
+    assert "25,509,888" in out and "(25.5M)" in out
+    assert "92,897,280" in out and "(92.9M)" in out
+
+
+# ------------------------------------------------------------------------------------ no network
+def test_resolve_pretrained_offline_names_the_hub_id(tmp_path, monkeypatch):
+    from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
+
+    assert resolve_pretrained(str(tmp_path)) == str(tmp_path)
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # nothing cached
+    start = time.monotonic()
+    with pytest.raises(TeacherNotFoundError) as err:
+        resolve_pretrained("stabilityai/stable-diffusion-xl-base-1.0")
+    assert time.monotonic() - start < 5
+    assert "'stabilityai/stable-diffusion-xl-base-1.0'" in str(err.value)
+    assert "backbone.pretrained=DIR" in str(err.value)
+
+
+def test_train_without_network_fails_fast_naming_the_hub_id(tmp_path):
+    """No local directory, no cache, no reachable hub (a closed local port stands in for no network,
+    also on machines that have one): the CLI exits 2 with the hub id and the local-directory hint."""
+    shard = tmp_path / "unused.tar"
+    shard.touch()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", FLASH_EXP_RUNS=str(tmp_path / "runs"))
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", f"data.shards=[{shard}]"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "could not load the teacher 'stabilityai/stable-diffusion-xl-base-1.0'" in proc.stderr
+    assert "backbone.pretrained=DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 60, f"took {elapsed:.1f}s"  # interpreter and imports included, on a loaded CI box
+
+
+# ------------------------------------------------------------------------------------ end to end
+def train_overrides(shards: list[str], *extra: str) -> list[str]:
+    return [
+        "backbone.teacher_sampling.steps=2", f"data.shards=[{','.join(shards)}]", "data.batch_size=2",
+        "data.min_aesthetic_score=null", "data.shuffle_buffer=8", "phases.k=[4,4,4,4]",
+        "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu", "trainer.checkpoint_every=100",
+        "trainer.sample_every=0", "trainer.num_sample_prompts=2", "trainer.sample_nfe=[1,2,4]",
+        "trainer.log_every=1", "trainer.optim.lr=5e-3", "trainer.optim.lr_discriminator=1e-3",
+        "data.prompts=[a red circle,a blue square]", *extra,
+    ]
+
+
+def plain_sample(pipe, family: str, seed: int = 7, steps: int = 4) -> torch.Tensor:
+    kwargs = {"use_resolution_binning": False} if family == "pixart" else {}
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))]
+    return pipe(prompt=PROMPTS, num_inference_steps=steps, guidance_scale=0.0, generator=gens, height=32,
+                width=32, output_type="pt", **kwargs).images
+
+
+EXPORT_FILES = {"sd": "pytorch_lora_weights.safetensors", "sdxl": "pytorch_lora_weights.safetensors",
+                "sd3": "pytorch_lora_weights.safetensors", "pixart": "adapter_model.safetensors"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
+def test_train_export_and_reload_reproduce_the_student(tmp_path, tiny_dir, tiny_shards, name):
+    from flash_exp.backbones import load_pipeline
+    from flash_exp.backbones.common import lora_layers
+    from flash_exp.train import train
+    from flash_exp.training.module import FlashModule
+    from flash_exp.training.samples import sample_images
+
+    family = FAMILY_OF[name]
+    cfg = backbone_cfg(name, tiny_dir(name), *train_overrides(tiny_shards, "trainer.max_steps=4"))
+    run = tmp_path / "run"
+    start = time.monotonic()
+    export_dir = train(cfg, run)
+    print(f"{name}: trained 4 steps, sampled and exported in {time.monotonic() - start:.1f}s")
+
+    # every phase ran, the last with all three losses, and the discriminator trained
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    last = [r for r in rows if r.get("phase") == "3.0"]
+    assert last, "phase 3 was not reached"
+    for key in ("loss/distill", "loss/gan_generator", "loss/dmd", "loss/discriminator"):
+        assert any(r.get(key) for r in last), f"{key} not logged in phase 3"
+    # the sample grid: the student at 1, 2 and 4 steps, then the teacher
+    grids = sorted((run / "samples").glob("step_*.png"))
+    assert grids
+    rows_txt = grids[-1].with_suffix(".txt").read_text()
+    assert "student 1 NFE | student 2 NFE | student 4 NFE | teacher 2 steps" in rows_txt
+    # the export in the family's own format
+    assert (export_dir / EXPORT_FILES[family]).is_file()
+    if family == "pixart":
+        adapter = json.loads((export_dir / "adapter_config.json").read_text())
+        assert (adapter["r"], adapter["lora_alpha"]) == (4, 2)
+
+    module = FlashModule(cfg)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state, strict=False)
+    student = sample_images(module.backbone, PROMPTS, True, 4, 0.0, seed=7, resolution=32)
+
+    pipe = load_pipeline(cfg.backbone, export_dir, sampler="student")
+    denoiser = pipe.transformer if family in ("pixart", "sd3") else pipe.unet
+    assert len(lora_layers(denoiser)) == module.backbone.num_lora_layers() > 0
+    plain = plain_sample(pipe, family)
+    assert (plain - student).abs().max().item() <= 1e-4
+    base = plain_sample(load_pipeline(cfg.backbone, None, sampler="student"), family)
+    assert (base - student).abs().max().item() > 1e-3  # the LoRA is applied, not silently dropped
+
+
+@pytest.mark.slow
+def test_cli_trains_sdxl_from_a_local_directory(tmp_path, tiny_dir, tiny_shards):
+    run = tmp_path / "run"
+    args = ["backbone=sdxl", f"backbone.pretrained={tiny_dir('sdxl')}", "backbone.resolution=32",
+            "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.discriminator.channels=[16,32]",
+            "loss.distill.type=l2", "trainer.max_steps=2", "trainer.sample_nfe=[1,2]",
+            *[o for o in train_overrides(tiny_shards) if not o.startswith(("trainer.sample_nfe", "data.prompts"))],
+            f"hydra.run.dir={run}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run directory: {run}" in proc.stdout
+    assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
+    assert sorted((run / "samples").glob("step_*.png"))
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
+def test_bfloat16_with_gradient_checkpointing_trains_the_lora_in_float32(tiny_dir, name):
+    """Base weights in bfloat16, LoRA in float32, gradient checkpointing on: one generator step with
+    every loss (phase 3) and one discriminator step give finite gradients on the LoRA. (The teacher's
+    feature pass for the GAN loss needs gradients with the LoRA off; checkpointing would recompute it
+    with the LoRA on, so it runs without checkpointing.)"""
+    from flash_exp.backbones import build_backbone
+    from flash_exp.method.distiller import FlashDistiller
+
+    cfg = backbone_cfg(name, tiny_dir(name), "backbone.dtype=bfloat16", "backbone.gradient_checkpointing=true",
+                       "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]")
+    bb = build_backbone(cfg.backbone)
+    assert bb.base_denoiser.is_gradient_checkpointing
+    lora = bb.trainable_parameters()
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert {p.dtype for p in bb.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert bb.compute_vae() is bb.vae  # only a float16 VAE with force_upcast runs as a float32 copy
+    bb.train()
+    distiller = FlashDistiller(bb, cfg)
+    gen = torch.Generator().manual_seed(0)
+    z = bb.encode_images(torch.rand(2, 3, 32, 32) * 2 - 1)
+    loss, logs, disc_inputs = distiller.generator_loss(z, bb.encode_prompts(PROMPTS), bb.null_condition(2), 3, gen)
+    assert {"loss/distill", "loss/gan_generator", "loss/dmd"} <= set(logs)
+    loss.backward()
+    grads = [p.grad for p in lora]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().max() > 0 for g in grads)
+    d_loss, _ = distiller.discriminator_loss(disc_inputs)
+    d_loss.backward()
+    assert all(p.grad is not None for p in distiller.discriminator.parameters())
