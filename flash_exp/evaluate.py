@@ -1,0 +1,376 @@
+"""``python -m flash_exp.evaluate``: sample a run's student (and teacher baselines), score, write JSON.
+
+    python -m flash_exp.evaluate run_dir=runs/toy-t2i/<timestamp>                 # the toy benchmark
+    python -m flash_exp.evaluate run_dir=<run> eval=coco2017_5k coco_root=/data/coco
+    python -m flash_exp.evaluate runs_dir=runs eval=paper                         # every run under runs/
+    python -m flash_exp.evaluate run_dir=<run> eval=coco2017_5k +eval.options.coco2017_5k.num_images=500
+
+For each benchmark of ``eval.benchmarks`` and each sampler setting (the student at ``student_nfe``
+without CFG; the teacher at ``teacher_nfe`` and at its full budget ``teacher_sampling.steps``, both
+with ``teacher_sampling.guidance``) it writes ``<run>/eval/<benchmark>/<sampler>_nfe<N>.json``.
+A result whose spec hash and model are unchanged is kept; generation resumes where it stopped.
+Teacher baselines do not depend on the run: they are computed once per teacher under ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
+from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
+from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
+from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
+from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
+from flash_exp.metrics.generate import SamplerSetting, generate_images
+from flash_exp.metrics.hashing import file_sha256, sha256_json
+from flash_exp.metrics.prompts import PromptSet
+from flash_exp.metrics.results import (
+    RESULT_KIND,
+    STATUS_KIND,
+    images_dir,
+    read_json,
+    result_path,
+    status_path,
+    write_json_atomic,
+)
+from flash_exp.metrics.runs import (
+    CONFIG_FILE,
+    EXPORT_DIR,
+    READY,
+    find_runs,
+    load_backbone,
+    run_state,
+    student_file,
+    sweep_dir,
+)
+from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
+
+log = logging.getLogger("flash_exp.evaluate")
+
+MANIFEST_FILE = "spec.json"
+TEACHER_RESULT_FILE = "result.json"
+
+
+@dataclass
+class EvaluateConfig:
+    """Schema of ``conf/evaluate.yaml`` (the YAML repeats these defaults with comments)."""
+
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_dir: str | None = None  # evaluate this run ...
+    runs_dir: str | None = None  # ... or every run under this directory
+    student_nfe: list[int] = field(default_factory=lambda: [1, 2, 4])
+    teacher_nfe: list[int] = field(default_factory=lambda: [1, 2, 4])
+    teacher_full: bool = True  # also the teacher at teacher_sampling.steps
+    batch_size: int = 16
+    num_workers: int = 0  # clean-fid DataLoader workers (decode + resize)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    keep_images: bool = True  # False: delete a setting's PNGs once its result is written
+    cache_dir: str = "${oc.env:FLASH_EXP_EVAL_CACHE,${oc.env:FLASH_EXP_RUNS,runs}/.eval_cache}"
+    benchmarks_dir: str | None = None  # default: <repo>/eval/benchmarks
+    coco_root: str = "${oc.env:COCO_ROOT,data/coco}"
+    inception: str = "${oc.env:FLASH_EXP_INCEPTION,weights/inception-2015-12-05.pt}"
+    clip_weights: dict[str, str] = field(default_factory=lambda: {
+        "ViT-g-14": "${oc.env:FLASH_EXP_CLIP_WEIGHTS,weights/CLIP-ViT-g-14-laion2B-s12B-b42K/open_clip_pytorch_model.bin}",
+    })
+    toy_clip_dir: str | None = None  # default: the shipped toy-world assets
+
+    def __post_init__(self) -> None:
+        if (self.run_dir is None) == (self.runs_dir is None):
+            raise ConfigError("run_dir/runs_dir", [self.run_dir, self.runs_dir], "give exactly one of the two")
+        if any(n <= 0 for n in [*self.student_nfe, *self.teacher_nfe]):
+            raise ConfigError("student_nfe/teacher_nfe", [*self.student_nfe, *self.teacher_nfe], "positive step counts")
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/evaluate.yaml`` can name it first in its defaults list."""
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sampler_settings(backbone: BackboneConfig, student_nfe: list[int], teacher_nfe: list[int],
+                     teacher_full: bool) -> list[SamplerSetting]:
+    """Student at each NFE without CFG; teacher at each NFE (and its full budget) with its guidance."""
+    settings = [SamplerSetting("student", n, 0.0) for n in dict.fromkeys(student_nfe)]
+    steps = list(teacher_nfe) + ([backbone.teacher_sampling.steps] if teacher_full else [])
+    guidance = float(backbone.teacher_sampling.guidance)
+    return settings + [SamplerSetting("teacher", n, guidance) for n in dict.fromkeys(steps)]
+
+
+def teacher_identity(backbone: BackboneConfig) -> dict[str, Any]:
+    """What identifies the teacher weights (the student adds its LoRA digest)."""
+    return {"family": backbone.family, "pretrained": backbone.pretrained, "revision": backbone.revision,
+            "variant": backbone.variant, "dtype": backbone.dtype}
+
+
+class RunPipelines:
+    """A run's diffusers pipeline for one sampler at a time, loaded on first use: the student (the
+    exported LoRA, the student scheduler) or the teacher (no LoRA, the teacher_sampling scheduler)."""
+
+    def __init__(self, backbone: BackboneConfig, lora_dir: Path, device: torch.device) -> None:
+        self.backbone, self.lora_dir, self.device = backbone, lora_dir, device
+        self._sampler: str | None = None
+        self._pipe: Any = None
+
+    def get(self, sampler: str) -> Any:
+        if sampler != self._sampler:
+            from flash_exp.backbones import load_pipeline
+
+            self._pipe = None  # release the other sampler's weights before loading
+            student = sampler == "student"
+            self._pipe = load_pipeline(self.backbone, self.lora_dir if student else None,
+                                       sampler="student" if student else "teacher_sampling").to(self.device)
+            self._sampler = sampler
+        return self._pipe
+
+
+@dataclass
+class PreparedBenchmark:
+    """A benchmark with its prompt set, scoring models and protocol spec, ready to score images."""
+
+    config: BenchmarkConfig
+    prompt_set: PromptSet
+    extractor: FeatureExtractor
+    clip: ClipModel
+    protocol: dict[str, Any]
+    reference: GaussianStats | None = None
+
+
+class Evaluator:
+    """Evaluates runs; scoring models, prompt sets and reference statistics are loaded once."""
+
+    def __init__(self, settings: EvaluateConfig) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.cache_dir = Path(settings.cache_dir).expanduser()
+        self._benchmarks: dict[str, PreparedBenchmark] = {}
+        self._clips: dict[tuple[str, str], ClipModel] = {}
+        self._inception: FeatureExtractor | None = None
+
+    # ------------------------------------------------------------------ scoring models
+    def _clip(self, model: str, tag: str) -> ClipModel:
+        if (model, tag) not in self._clips:
+            if model == TOY_CLIP:
+                clip = toy_clip_model(self.settings.toy_clip_dir, self.device, self.cache_dir)
+            else:
+                weights = self.settings.clip_weights.get(model)
+                if weights is None:
+                    raise ConfigError(f"clip_weights.{model}", None, "name the local open_clip weights file")
+                clip = open_clip_model(model, tag, weights, self.device, self.cache_dir)
+            self._clips[(model, tag)] = clip
+        return self._clips[(model, tag)]
+
+    def _extractor(self, cfg: BenchmarkConfig) -> FeatureExtractor:
+        if cfg.features == "toy_clip":
+            return clip_image_extractor(self._clip(TOY_CLIP, "toyworld"))
+        if self._inception is None:
+            self._inception = load_inception(self.settings.inception, self.device, self.cache_dir)
+        return self._inception
+
+    def prepare(self, name: str) -> PreparedBenchmark:
+        """Load benchmark ``name``: prompt set, FID extractor, CLIP model (weights checked, not loaded)."""
+        if name not in self._benchmarks:
+            directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
+            overrides = self.settings.eval.options.get(name)
+            cfg = load_benchmark(name, directory, dict(overrides) if overrides else None)
+            prompt_set = build_prompt_set(cfg, Path(self.settings.coco_root).expanduser(), self.cache_dir)
+            extractor = self._extractor(cfg)
+            clip = self._clip(cfg.clip.model, cfg.clip.pretrained)
+            reference = {"count": len(prompt_set.reference_files), "sha256": prompt_set.reference_hash(),
+                         "source": prompt_set.provenance.get("reference", "all")}
+            protocol = protocol_spec(cfg.name, prompt_set.prompt_hash, len(prompt_set.prompts), cfg.eval_res,
+                                     cfg.seed, extractor.describe(), reference, clip.describe(),
+                                     cfg.clip.photo_prefix)
+            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol)
+        return self._benchmarks[name]
+
+    def _reference(self, bench: PreparedBenchmark) -> GaussianStats:
+        if bench.reference is None:
+            key = {"benchmark": bench.config.name, "reference": bench.protocol["fid"]["reference"]}
+            bench.reference = reference_statistics(bench.prompt_set.reference_files, bench.extractor,
+                                                   bench.config.eval_res, self.cache_dir, key,
+                                                   self.settings.batch_size, self.settings.num_workers)
+        return bench.reference
+
+    def score(self, bench: PreparedBenchmark, files: list[Path]) -> dict[str, float]:
+        """FID against the reference statistics and mean CLIP score of ``files`` (in prompt order),
+        with the wall time of each in seconds."""
+        cfg, s = bench.config, self.settings
+        reference = self._reference(bench)
+        start = time.perf_counter()
+        feats = image_features(files, bench.extractor, cfg.eval_res, s.batch_size, s.num_workers, "FID features")
+        fid = frechet_distance(GaussianStats.from_features(feats), reference)
+        mid = time.perf_counter()
+        clip = clip_scores(files, bench.prompt_set.prompts, bench.clip, cfg.eval_res, cfg.clip.photo_prefix,
+                           s.batch_size)
+        return {"fid": fid, "clip_score": float(np.mean(clip)), "fid_s": mid - start,
+                "clip_s": time.perf_counter() - mid}
+
+    # ------------------------------------------------------------------ runs
+    def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
+        """Every configured benchmark x sampler setting of ``run_dir``; returns the results."""
+        backbone = load_backbone(run_dir)
+        weights = student_file(run_dir)
+        if weights is None:
+            raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
+        teacher = teacher_identity(backbone)
+        student = {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
+        pipelines = RunPipelines(backbone, weights.parent, self.device)
+        s = self.settings
+        results = []
+        for name in s.eval.benchmarks:
+            bench = self.prepare(name)
+            for setting in sampler_settings(backbone, s.student_nfe, s.teacher_nfe, s.teacher_full):
+                is_student = setting.sampler == "student"
+                scheduler = backbone.student_scheduler if is_student else backbone.teacher_sampling.scheduler
+                spec = eval_spec(bench.protocol, sampler_spec(setting, asdict(scheduler), backbone.resolution))
+                model = {"kind": setting.sampler, **(student if is_student else teacher)}
+                results.append(self._evaluate_setting(Path(run_dir), bench, setting, spec, model,
+                                                      partial(pipelines.get, setting.sampler), backbone.resolution))
+        return results
+
+    def _evaluate_setting(self, run_dir: Path, bench: PreparedBenchmark, setting: SamplerSetting,
+                          spec: dict[str, Any], model: dict[str, Any], pipeline: Callable[[], Any],
+                          resolution: int) -> dict[str, Any]:
+        name, digest = bench.config.name, spec_hash(spec)
+        out = result_path(run_dir, name, setting.name)
+        existing = read_json(out)
+        if existing is not None and existing.get("spec_hash") == digest and existing.get("model") == model:
+            log.info("%s: %s %s is up to date", run_dir, name, setting.name)
+            return existing
+        shared = None
+        if setting.sampler == "teacher":
+            shared = self.cache_dir / "teachers" / sha256_json(model)[:16] / name / digest[:16]
+            cached = read_json(shared / TEACHER_RESULT_FILE)
+            if cached is not None and cached.get("spec_hash") == digest and cached.get("model") == model:
+                result = {**cached, **_run_fields(run_dir), "reused_from": str(shared)}
+                write_json_atomic(out, result)
+                return result
+        directory = shared if shared is not None else images_dir(run_dir, name, setting.name)
+        _claim(directory, {"spec_hash": digest, "model": model})
+        start = time.perf_counter()
+        report = generate_images(pipeline, bench.prompt_set.prompts, directory, setting, bench.config.seed,
+                                 resolution, self.settings.batch_size,
+                                 description=f"{run_dir.name} {name} {setting.name}")
+        scores = self.score(bench, report.files)
+        result = {
+            "kind": RESULT_KIND, **_run_fields(run_dir),
+            "benchmark": name, "setting": setting.name, "sampler": setting.sampler, "nfe": setting.nfe,
+            "guidance": setting.guidance, "fid": scores["fid"], "clip_score": scores["clip_score"],
+            "num_images": len(report.files), "images_generated": report.generated,
+            "wall_time_s": {"generation": report.seconds, "fid": scores["fid_s"], "clip": scores["clip_s"],
+                            "total": time.perf_counter() - start},
+            "spec_hash": digest, "protocol_hash": protocol_hash(spec), "spec": spec, "model": model,
+            "prompts": bench.prompt_set.provenance, "images": str(directory),
+            "versions": {p: version(p) for p in ("torch", "diffusers", "clean-fid", "open_clip_torch")},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if shared is not None:
+            write_json_atomic(shared / TEACHER_RESULT_FILE, result)
+        write_json_atomic(out, result)
+        if not self.settings.keep_images:
+            for png in report.files:
+                png.unlink(missing_ok=True)
+        log.info("%s: %s %s FID %.4f CLIP %.4f", run_dir, name, setting.name, result["fid"], result["clip_score"])
+        return result
+
+
+def _run_fields(run_dir: Path) -> dict[str, Any]:
+    sweep = sweep_dir(run_dir)
+    return {"run": str(Path(run_dir).resolve()), "sweep": str(sweep.resolve()) if sweep else None}
+
+
+def _claim(directory: Path, manifest: dict[str, Any]) -> None:
+    """Make ``directory`` hold images of ``manifest`` only: images of another spec or model are removed."""
+    path = directory / MANIFEST_FILE
+    previous = read_json(path)
+    if previous is not None and previous != manifest:
+        log.warning("%s holds images of another spec or model; regenerating them", directory)
+        shutil.rmtree(directory)
+    if previous != manifest:
+        write_json_atomic(path, manifest)
+
+
+def write_status(run_dir: Path, status: str, reason: str, benchmarks: list[str]) -> None:
+    write_json_atomic(status_path(run_dir), {
+        "kind": STATUS_KIND, **_run_fields(run_dir), "status": status, "reason": reason,
+        "benchmarks": benchmarks, "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def evaluate(settings: EvaluateConfig) -> int:
+    """Evaluate ``run_dir`` or every run under ``runs_dir``; returns a process exit code.
+
+    Failed and unfinished runs get an ``eval/status.json`` saying so. Exit code 1 when the given
+    ``run_dir`` is not ready, or when evaluating some run under ``runs_dir`` raised; 0 otherwise.
+    """
+    evaluator = Evaluator(settings)
+    benchmarks = list(settings.eval.benchmarks)
+    for name in benchmarks:
+        evaluator.prepare(name)
+    if settings.run_dir is not None:
+        runs = [Path(settings.run_dir)]
+        if not (runs[0] / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"run_dir={runs[0]} is not a training run: no {CONFIG_FILE}")
+    else:
+        runs = find_runs(Path(settings.runs_dir))
+        log.info("%d runs under %s", len(runs), settings.runs_dir)
+    code = 0
+    for run in runs:
+        state = run_state(run)
+        if state.status != READY:
+            log.warning("%s: %s (%s), recorded and skipped", run, state.status, state.reason)
+            write_status(run, state.status, state.reason, benchmarks)
+            code = 1 if settings.run_dir is not None else code
+            continue
+        try:
+            evaluator.evaluate_run(run)
+        except Exception as err:
+            write_status(run, "eval_error", f"{type(err).__name__}: {err}", benchmarks)
+            if settings.run_dir is not None:
+                raise
+            log.exception("%s: evaluation failed", run)
+            code = 1
+            continue
+        write_status(run, "evaluated", "", benchmarks)
+    return code
+
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        settings: EvaluateConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        code = evaluate(settings)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""``python -m flash_exp.leaderboard``: every evaluation result -> ``eval/leaderboard.md`` and ``.html``.
+
+    python -m flash_exp.leaderboard [--runs-dir runs] [--out-dir eval]
+
+One table per benchmark *protocol* (equal ``protocol_hash``: same prompts, image count, resolution,
+resize, feature extractor, reference set, CLIP model, seed); results of another protocol get their
+own table. Inside a table each row is one (model, sampler, NFE, guidance) result, and its rank is
+among the rows of equal ``spec_hash`` only. Teacher baselines shared by several runs appear once.
+The published Flash Diffusion numbers (``eval/published.yaml``) are shown in their own "published
+anchors" table and as labelled stars on the plots, never as measured rows. The HTML page is
+self-contained: FID-vs-NFE curves per table and, for the jobs of one sweep, one panel per swept
+override (like the paper's Figure 5), inlined as base64 PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from flash_exp.metrics.results import iter_results, iter_statuses
+from flash_exp.metrics.runs import run_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED_FILE = REPO / "eval" / "published.yaml"
+MARKDOWN_FILE = "leaderboard.md"
+HTML_FILE = "leaderboard.html"
+
+
+@dataclass
+class Row:
+    """One measured result. ``fid``: FID; ``clip``: mean cosine CLIP score; ``rank``: 1-based among
+    rows of equal ``spec_hash`` (``of`` rows in that group)."""
+
+    label: str
+    sampler: str
+    nfe: int
+    guidance: float
+    fid: float
+    clip: float
+    num_images: int
+    spec_hash: str
+    run: str
+    sweep: str | None
+    overrides: dict[str, str]
+    rank: int = 1
+    of: int = 1
+
+
+@dataclass
+class Table:
+    """All results of one benchmark protocol."""
+
+    benchmark: str
+    protocol_hash: str
+    protocol: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published number: not measured here, protocol unknown."""
+
+    benchmark: str
+    model: str
+    nfe: int
+    fid: float | None
+    clip: float | None
+    source: str
+
+
+def load_anchors(path: Path = PUBLISHED_FILE) -> list[Anchor]:
+    entries = OmegaConf.to_container(OmegaConf.load(path)) if Path(path).is_file() else []
+    return [Anchor(e["benchmark"], e["model"], int(e["nfe"]), e.get("fid"), e.get("clip_score"), e["source"])
+            for e in entries or []]
+
+
+def _label(result: dict[str, Any], runs_dir: Path) -> str:
+    if result["sampler"] == "teacher":
+        return f"teacher {Path(str(result['model']['pretrained'])).name}"
+    run = Path(result["run"])
+    try:
+        return str(run.resolve().relative_to(runs_dir.resolve()))
+    except ValueError:
+        return str(run)
+
+
+def _sorted_values(values: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+def swept_axes(rows: Sequence[Row]) -> dict[str, list[str]]:
+    """Override keys whose value differs between the jobs of ``rows`` -> their values, sorted."""
+    keys = sorted({k for row in rows for k in row.overrides})
+    values = {k: [row.overrides.get(k, "(default)") for row in rows] for k in keys}
+    return {k: _sorted_values(v) for k, v in values.items() if len(set(v)) > 1}
+
+
+def _label_sweep_jobs(rows: Sequence[Row]) -> None:
+    """Append the swept override values to the label of each sweep job: ``<job dir> (key=value, ...)``."""
+    by_sweep: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.sweep:
+            by_sweep[row.sweep].append(row)
+    for jobs in by_sweep.values():
+        keys = list(swept_axes(jobs))
+        for row in jobs:
+            if keys:
+                row.label += " (" + ", ".join(f"{k}={row.overrides.get(k, '(default)')}" for k in keys) + ")"
+
+
+def build_tables(results: Iterable[dict[str, Any]], runs_dir: Path) -> list[Table]:
+    """Group results into one table per (benchmark, protocol_hash); rank within equal spec hashes."""
+    tables: dict[tuple[str, str], Table] = {}
+    seen_teachers: set[tuple[str, str]] = set()
+    for r in results:
+        if r["sampler"] == "teacher":
+            key = (repr(sorted(r["model"].items())), r["spec_hash"])
+            if key in seen_teachers:
+                continue
+            seen_teachers.add(key)
+        table = tables.setdefault((r["benchmark"], r["protocol_hash"]),
+                                  Table(r["benchmark"], r["protocol_hash"], r["spec"]["protocol"]))
+        overrides = run_overrides(Path(r["run"])) if r["sampler"] == "student" else {}
+        table.rows.append(Row(_label(r, runs_dir), r["sampler"], int(r["nfe"]), float(r["guidance"]),
+                              float(r["fid"]), float(r["clip_score"]), int(r["num_images"]), r["spec_hash"],
+                              r["run"], r.get("sweep") if r["sampler"] == "student" else None, overrides))
+    for table in tables.values():
+        _label_sweep_jobs(table.rows)
+        groups: dict[str, list[Row]] = defaultdict(list)
+        for row in table.rows:
+            groups[row.spec_hash].append(row)
+        for rows in groups.values():
+            for rank, row in enumerate(sorted(rows, key=lambda x: x.fid), start=1):
+                row.rank, row.of = rank, len(rows)
+        table.rows.sort(key=lambda x: (x.sampler != "student", x.nfe, x.guidance, x.fid))
+    return sorted(tables.values(), key=lambda t: (t.benchmark, -len(t.rows), t.protocol_hash))
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
+    """FID against NFE: one line per run (student), one per teacher, published anchors as stars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lines: dict[tuple[str, float], list[Row]] = defaultdict(list)
+    for row in table.rows:
+        lines[(row.label, row.guidance)].append(row)
+    for (label, guidance), rows in sorted(lines.items()):
+        rows = sorted(rows, key=lambda x: x.nfe)
+        teacher = rows[0].sampler == "teacher"
+        ax.plot([r.nfe for r in rows], [r.fid for r in rows], "s--" if teacher else "o-",
+                label=f"{label} (CFG {guidance:g})" if teacher else label, alpha=0.8)
+    published = [a for a in anchors if a.fid is not None]
+    for model in dict.fromkeys(a.model for a in published):
+        points = [(a.nfe, a.fid) for a in published if a.model == model]
+        ax.plot([x for x, _ in points], [y for _, y in points], "*", color="black", markersize=12,
+                label=f"published: {model}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    nfes = sorted({r.nfe for r in table.rows} | {a.nfe for a in anchors if a.fid is not None})
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.set_xlabel("NFE (sampler steps)")
+    ax.set_ylabel("FID")
+    ax.set_title(f"{table.benchmark}: FID vs NFE")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def sweep_panels(table: Table, sweep: str) -> bytes | None:
+    """One panel per swept axis of ``sweep``: FID of each job against the axis value, one colour per
+    NFE, a line through the mean per value (None when nothing varies)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table.rows if r.sweep == sweep]
+    axes_values = swept_axes(rows)
+    if not axes_values:
+        return None
+    fig, axes = plt.subplots(1, len(axes_values), figsize=(4.2 * len(axes_values), 3.6), squeeze=False)
+    for ax, (key, values) in zip(axes[0], axes_values.items(), strict=True):
+        for nfe in sorted({r.nfe for r in rows}):
+            points = [(values.index(r.overrides.get(key, "(default)")), r.fid) for r in rows if r.nfe == nfe]
+            means = [(x, sum(y for px, y in points if px == x) / sum(1 for px, _ in points if px == x))
+                     for x in sorted({x for x, _ in points})]
+            (line,) = ax.plot([x for x, _ in means], [y for _, y in means], "-", label=f"{nfe} NFE (mean)")
+            ax.scatter([x for x, _ in points], [y for _, y in points], s=18, alpha=0.6, color=line.get_color())
+        ax.set_xticks(range(len(values)), values, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(key)
+        ax.set_ylabel("FID")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{table.benchmark} - sweep {Path(sweep).name}", fontsize=10)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------- text
+def _protocol_line(p: dict[str, Any], protocol_hash: str) -> str:
+    fid, clip = p["fid"], p["clip"]
+    prefix = f', prefix "{clip["text_prefix"]}"' if clip["text_prefix"] else ""
+    return (f"{p['num_images']} images, eval_res {p['eval_res']} ({p['resize']}), seed {p['seed']}; "
+            f"FID {fid['implementation']} {fid['mode']}, features {fid['features']['name']} "
+            f"({fid['features']['weights_sha256'][:8]}), reference {fid['reference']['count']} images; "
+            f"CLIP {clip['model']}/{clip['pretrained']} ({clip['weights_sha256'][:8]}{prefix}); "
+            f"prompts {p['prompt_set_sha256'][:12]}; protocol {protocol_hash[:12]}")
+
+
+COLUMNS = ("rank", "model", "sampler", "NFE", "CFG", "FID", "CLIP", "images", "spec")
+ANCHOR_COLUMNS = ("model", "NFE", "FID", "CLIP", "source")
+
+
+def _cells(row: Row) -> list[str]:
+    return [f"{row.rank}/{row.of}", row.label, row.sampler, str(row.nfe), f"{row.guidance:g}", f"{row.fid:.3f}",
+            f"{row.clip:.4f}", str(row.num_images), row.spec_hash[:12]]
+
+
+def _anchor_cells(a: Anchor) -> list[str]:
+    return [a.model, str(a.nfe), "-" if a.fid is None else f"{a.fid:g}", "-" if a.clip is None else f"{a.clip:g}",
+            a.source]
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return out
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _benchmarks(tables: Sequence[Table], anchors: Sequence[Anchor]) -> list[str]:
+    """Benchmarks with measured results first, then those with published anchors only."""
+    measured = sorted({t.benchmark for t in tables})
+    return measured + sorted({a.benchmark for a in anchors} - set(measured))
+
+
+def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Sequence[dict[str, Any]],
+                    runs_dir: Path) -> str:
+    lines = ["# flash_exp leaderboard", "",
+             f"Results under `{runs_dir}`. One table per evaluation protocol; ranks compare rows of equal "
+             "eval spec only. FID: clean-fid; CLIP: mean cosine similarity. Plots: `leaderboard.html`.", ""]
+    for bench in _benchmarks(tables, anchors):
+        lines += [f"## {bench}", ""]
+        for table in (t for t in tables if t.benchmark == bench):
+            lines += [f"Protocol: {_protocol_line(table.protocol, table.protocol_hash)}", ""]
+            lines += _md_table(COLUMNS, (_cells(r) for r in table.rows)) + [""]
+        bench_anchors = [a for a in anchors if a.benchmark == bench]
+        if bench_anchors:
+            lines += ["Published anchors (not measured here; their protocol is not fully published):", ""]
+            lines += _md_table(ANCHOR_COLUMNS, (_anchor_cells(a) for a in bench_anchors)) + [""]
+    if statuses:
+        lines += ["## Runs without results", ""]
+        lines += _md_table(("run", "status", "reason"), ([s["run"], s["status"], s["reason"]] for s in statuses))
+        lines += [""]
+    return "\n".join(lines)
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:nth-child(2){text-align:left}"
+         "th{background:#f3f3f3}.anchors td{color:#555;font-style:italic}.protocol{font-size:.85em;color:#444}"
+         "img{max-width:100%}")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Sequence[dict[str, Any]],
+                runs_dir: Path) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flash_exp leaderboard</title>"
+             f"<style>{STYLE}</style></head><body><h1>flash_exp leaderboard</h1>",
+             f"<p>Results under <code>{html.escape(str(runs_dir))}</code>. One table per evaluation protocol; "
+             "ranks compare rows of equal eval spec only. FID: clean-fid; CLIP: mean cosine similarity.</p>"]
+    for bench in _benchmarks(tables, anchors):
+        bench_anchors = [a for a in anchors if a.benchmark == bench]
+        parts.append(f"<h2>{html.escape(bench)}</h2>")
+        for table in (t for t in tables if t.benchmark == bench):
+            parts.append(f"<p class='protocol'>Protocol: "
+                         f"{html.escape(_protocol_line(table.protocol, table.protocol_hash))}</p>")
+            parts.append(_html_table(COLUMNS, (_cells(r) for r in table.rows)))
+            parts.append(_img(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
+            for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
+                png = sweep_panels(table, sweep)
+                if png is not None:
+                    parts.append(f"<h3>Sweep {html.escape(sweep)}</h3>" + _img(png, f"sweep {sweep}"))
+        if bench_anchors:
+            parts.append("<p>Published anchors (not measured here; their protocol is not fully published):</p>")
+            parts.append(_html_table(ANCHOR_COLUMNS, (_anchor_cells(a) for a in bench_anchors))
+                         .replace("<table>", "<table class='anchors'>"))
+    if statuses:
+        parts.append("<h2>Runs without results</h2>")
+        parts.append(_html_table(("run", "status", "reason"), ([s["run"], s["status"], s["reason"]] for s in statuses)))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_leaderboard(runs_dir: Path, out_dir: Path, published: Path = PUBLISHED_FILE) -> tuple[Path, Path]:
+    """Collect every result under ``runs_dir``; write the Markdown and HTML leaderboards into ``out_dir``."""
+    tables = build_tables(iter_results(runs_dir), runs_dir)
+    anchors = load_anchors(published)
+    statuses = [s for s in iter_statuses(runs_dir) if s["status"] != "evaluated"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = out_dir / MARKDOWN_FILE, out_dir / HTML_FILE
+    paths[0].write_text(render_markdown(tables, anchors, statuses, runs_dir) + "\n")
+    paths[1].write_text(render_html(tables, anchors, statuses, runs_dir) + "\n")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("FLASH_EXP_RUNS", "runs")),
+                        help="where the runs are (default: $FLASH_EXP_RUNS or runs)")
+    parser.add_argument("--out-dir", type=Path, default=Path("eval"), help="where to write the leaderboard")
+    args = parser.parse_args(argv)
+    for path in write_leaderboard(args.runs_dir, args.out_dir):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Evaluation metrics and benchmarks: FID through clean-fid, CLIP score through open_clip.
+
+Modules, one job each:
+
+* :mod:`~flash_exp.metrics.hashing`     sha256 of prompts, JSON specs and (memoised) weight files
+* :mod:`~flash_exp.metrics.images`      the crop-and-resize policy and atomic PNG writes
+* :mod:`~flash_exp.metrics.features`    FID feature extractors (Inception file, a CLIP image tower)
+* :mod:`~flash_exp.metrics.fid`         features through clean-fid, Gaussian statistics, cached references
+* :mod:`~flash_exp.metrics.clip_score`  open_clip models from local files and the cosine CLIP score
+* :mod:`~flash_exp.metrics.prompts`     a prompt set: ordered prompts, reference images, provenance
+* :mod:`~flash_exp.metrics.coco`        COCO caption annotations -> a deterministic prompt set
+* :mod:`~flash_exp.metrics.toy`         the toy world's held-out shards -> prompts and reference images
+* :mod:`~flash_exp.metrics.benchmarks`  benchmark definitions (``eval/benchmarks/*.yaml``) and their prompt sets
+* :mod:`~flash_exp.metrics.generate`    resumable, seeded, batched sampling to PNG files
+* :mod:`~flash_exp.metrics.spec`        the eval spec: everything that changes a number, and its hash
+* :mod:`~flash_exp.metrics.results`     result and run-status JSON files
+* :mod:`~flash_exp.metrics.runs`        training run directories: state, backbone config, sweep, overrides
+"""

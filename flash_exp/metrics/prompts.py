@@ -1,0 +1,43 @@
+"""A benchmark's prompt set: ordered prompts, the reference images, and how both were chosen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flash_exp.config import ConfigError
+from flash_exp.metrics.hashing import prompt_set_hash, sha256_json
+
+
+def normalise_caption(text: str) -> str:
+    """Whitespace collapsed to single spaces and stripped (COCO captions carry stray newlines)."""
+    return " ".join(text.split())
+
+
+def read_captions_file(path: Path, count: int) -> list[str]:
+    """The first ``count`` non-empty lines of ``path`` (one caption per line), normalised."""
+    lines = [normalise_caption(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    captions = [line for line in lines if line]
+    if len(captions) < count:
+        raise ConfigError("num_images", count, f"at most {len(captions)}: the captions file {path} has {len(captions)}")
+    return captions[:count]
+
+
+@dataclass
+class PromptSet:
+    """``prompts[i]`` is generated with seed ``base_seed + i``; ``reference_files`` are the real images
+    of the FID reference statistics; ``provenance`` records the sources and the selection rule."""
+
+    prompts: list[str]
+    reference_files: list[Path]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_hash(self) -> str:
+        """sha256 of the ordered prompts."""
+        return prompt_set_hash(self.prompts)
+
+    def reference_hash(self) -> str:
+        """sha256 of the ordered (file name, size in bytes) pairs of the reference images."""
+        return sha256_json([[f.name, f.stat().st_size] for f in self.reference_files])

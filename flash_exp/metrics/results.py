@@ -1,0 +1,66 @@
+"""Result and run-status files of the evaluation.
+
+Layout inside a run directory::
+
+    eval/status.json                          {"kind": "flash_exp.run_status", "status", "reason", ...}
+    eval/<benchmark>/<sampler>_nfe<N>.json    one result: FID, CLIP score, count, wall time, spec + hash
+    eval/<benchmark>/<sampler>_nfe<N>/        the generated PNGs and spec.json (which spec made them)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+RESULT_KIND = "flash_exp.eval_result"
+STATUS_KIND = "flash_exp.run_status"
+EVAL_DIR = "eval"
+STATUS_FILE = "status.json"
+
+
+def result_path(run_dir: Path, benchmark: str, setting_name: str) -> Path:
+    return Path(run_dir) / EVAL_DIR / benchmark / f"{setting_name}.json"
+
+
+def images_dir(run_dir: Path, benchmark: str, setting_name: str) -> Path:
+    return Path(run_dir) / EVAL_DIR / benchmark / setting_name
+
+
+def status_path(run_dir: Path) -> Path:
+    return Path(run_dir) / EVAL_DIR / STATUS_FILE
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def iter_results(root: Path) -> Iterator[dict[str, Any]]:
+    """Every result file under ``root`` (any depth), sorted by path."""
+    for path in sorted(Path(root).rglob(f"{EVAL_DIR}/*/*.json")):
+        data = read_json(path)
+        if data is not None and data.get("kind") == RESULT_KIND:
+            yield data
+
+
+def iter_statuses(root: Path) -> Iterator[dict[str, Any]]:
+    """Every run-status file under ``root`` (any depth), sorted by path."""
+    for path in sorted(Path(root).rglob(f"{EVAL_DIR}/{STATUS_FILE}")):
+        data = read_json(path)
+        if data is not None and data.get("kind") == STATUS_KIND:
+            yield data
