@@ -29,6 +29,9 @@ eval: install
 toyworld: install
 	$(PY) -m flash_exp.toyworld $(ARGS)
 
+bench: install
+	$(PY) -m flash_exp.bench $(ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check flash_exp tests
 

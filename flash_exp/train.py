@@ -93,9 +93,13 @@ register_resolvers()
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
+
     try:
         typed = validate(cfg)
-    except ConfigError as err:
+        # the teacher's weights before torch and diffusers load: without network this fails in seconds
+        resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
+    except (ConfigError, TeacherNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     run_dir = run_directory()

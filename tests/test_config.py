@@ -55,12 +55,12 @@ def test_axis_groups_keep_backbone_values():
 
 def test_every_shipped_backbone_validates():
     for name in ("toy", "sd15", "sdxl", "pixart", "sd3"):
-        typed = validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent"]))
+        typed = validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent", "data.shards=[x]"]))
         assert typed.backbone.name == name
 
 
 INVALID = [
-    (["phases.k=[32,32]"], "timesteps.mode_probs"),
+    (["phases.k=[32,32]", "phases.iterations=[10,10]", "phases.names=[a,b]"], "timesteps.mode_probs"),
     (["timesteps.mode_probs=[[0.5,0.5,0.5,0.5],[0.1,0.3,0.3,0.3],[0.25,0.25,0.25,0.25],[0.4,0.2,0.2,0.2]]"],
      "timesteps.mode_probs[0]"),
     (["timesteps.mode_probs=[[0.5,0.5],[0.1,0.9],[0.5,0.5],[1.0,0.0]]"], "timesteps.mode_probs[0]"),
@@ -77,21 +77,21 @@ INVALID = [
 @pytest.mark.parametrize(("overrides", "key"), INVALID)
 def test_validation_names_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
-        validate(compose(["backbone=sdxl", *overrides]))
+        validate(compose(["backbone=sdxl", "data.shards=[x]", *overrides]))
     assert err.value.key == key
     assert key in str(err.value)
 
 
 def test_validation_lists_allowed_values():
     with pytest.raises(ConfigError, match="lsgan, hinge, vanilla, non-saturating, wgan"):
-        validate(compose(["loss.adversarial.type=bce"]))
+        validate(compose(["backbone.pretrained=/x", "data.shards=[x]", "loss.adversarial.type=bce"]))
 
 
 @pytest.mark.parametrize(("overrides", "key"), [INVALID[0], INVALID[3], INVALID[7], INVALID[8]])
 def test_cli_exits_nonzero_before_loading_weights(overrides, key):
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", *overrides, "hydra.run.dir=/tmp/fx-invalid"],
+        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", "data.shards=[x]", *overrides, "hydra.run.dir=/tmp/fx-invalid"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0

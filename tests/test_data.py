@@ -69,3 +69,11 @@ def test_resume_position_with_two_workers(tmp_path):
     full = [next(it)["captions"] for _ in range(8)]
     it = loader(5)
     assert [next(it)["captions"] for _ in range(3)] == full[5:]
+
+
+def test_missing_shards_raise_instead_of_looping(tmp_path):
+    import pytest
+
+    stream = CaptionedImageStream([str(tmp_path / "missing.tar")], 16, 2)
+    with pytest.raises(FileNotFoundError, match="no readable sample"):
+        take(stream, 1)

@@ -128,7 +128,12 @@ class CaptionedImageStream(IterableDataset):
                 urls = urls[self.rank :: self.world_size] or urls
                 urls = urls[worker::num_workers] or urls
             raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
-            yield from wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw)
+            count = 0
+            for sample in wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw):
+                count += 1
+                yield sample
+            if count == 0:
+                raise FileNotFoundError(f"no readable sample in the shards {urls[:3]}... (data.shards)")
             epoch += 1
 
     def __iter__(self) -> Iterator[dict]:

@@ -99,12 +99,13 @@ class FlashDistiller(nn.Module):
         )
         return c_skip.to(x_t) * x_t + c_out.to(x_t) * x0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def teacher_rollout(self, x_t: torch.Tensor, idx: torch.Tensor, k: int, cond: Condition,
                         null: Condition, guidance: torch.Tensor) -> torch.Tensor:
         """The teacher's x0: its K-step sampler from each sample's start index to the end, with CFG.
 
-        Samples sharing a start index run together; returns (B, C, h, w).
+        Samples sharing a start index run together; returns (B, C, h, w), an inference-mode tensor
+        (clone it before it enters an autograd graph).
         """
         out = torch.empty_like(x_t)
         for start in idx.unique().tolist():
@@ -194,14 +195,15 @@ class FlashDistiller(nn.Module):
         t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (b,), generator=generator)
         t = t.to(x0_student.device)
         noise = torch.randn(x0_student.shape, generator=generator).to(x0_student)
-        with torch.no_grad():
+        guidance = self.draw_guidance(phase, b, generator)
+        with torch.inference_mode():
             x_t = self.schedule.add_noise(x0_student.detach(), noise, t)
-            real_out = guided_output(self.backbone, x_t, t, cond, null, self.draw_guidance(phase, b, generator))
+            real_out = guided_output(self.backbone, x_t, t, cond, null, guidance)
             with self.backbone.adapter(True):
                 fake_out = self.backbone.denoise(x_t, t, cond)
             x0_real = self.schedule.to_x0(real_out, x_t, t)
             x0_fake = self.schedule.to_x0(fake_out, x_t, t)
-        return dmd_loss(x0_student, x0_real, x0_fake)
+        return dmd_loss(x0_student, x0_real.clone(), x0_fake.clone())
 
     # ------------------------------------------------------------------ discriminator
     def discriminator_loss(self, inputs: DiscriminatorInputs) -> tuple[torch.Tensor, dict[str, float]]:

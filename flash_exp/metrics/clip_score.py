@@ -67,7 +67,8 @@ class ClipModel:
     def image_config(self) -> dict[str, Any]:
         """The image tower's input: ``size`` (S, S) in pixels and the normalisation ``mean``/``std``."""
         cfg = self.model.visual.preprocess_cfg
-        return {"size": tuple(cfg["size"]), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+        size = cfg["size"] if isinstance(cfg["size"], list | tuple) else (cfg["size"], cfg["size"])
+        return {"size": tuple(size), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
 
     def describe(self) -> dict[str, str]:
         """What identifies the model in an eval spec (no local path)."""

@@ -1,0 +1,60 @@
+"""Write samples as webdataset tar shards (plain ``.tar`` or gzip-compressed ``.tar.gz``).
+
+The output is byte-reproducible: tar member times are fixed at 0 and the gzip header carries no
+time stamp, so writing the same samples twice gives identical files.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+import webdataset as wds
+
+
+class _ReproducibleOpener:
+    """File opener for ``wds.ShardWriter``: gzip streams with mtime 0 for ``*.gz`` names.
+
+    ``ShardWriter`` does not close streams it did not open itself, so :meth:`close` is passed as
+    its ``post`` hook and closes each shard once it is complete.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[str, list[IO[bytes]]] = {}
+
+    def __call__(self, fname: str) -> IO[bytes]:
+        raw = open(fname, "wb")
+        if not fname.endswith(".gz"):
+            self._streams[fname] = [raw]
+            return raw
+        zipped = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        self._streams[fname] = [zipped, raw]
+        return zipped
+
+    def close(self, fname: str) -> None:
+        for stream in self._streams.pop(fname):
+            stream.close()
+
+
+def write_shards(samples: Iterable[dict], pattern: str, maxcount: int) -> list[Path]:
+    """Write ``samples`` into shards named ``pattern % shard_index``, ``maxcount`` samples each.
+
+    Each sample is a dict with ``__key__`` (str) and one entry per file extension, e.g. ``jpg``
+    (a PIL image, encoded by webdataset at JPEG quality 100, or already-encoded bytes, written
+    as is) and ``json`` (a dict). A pattern ending in ``.gz`` gives gzip-compressed tars. The
+    parent directory is created. Returns the paths of the shards written, in order.
+    """
+    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
+    opener = _ReproducibleOpener()
+    written: list[Path] = []
+
+    def finished(fname: str) -> None:
+        opener.close(fname)
+        written.append(Path(fname))
+
+    with wds.ShardWriter(pattern, maxcount=maxcount, opener=opener, post=finished, verbose=0, mtime=0.0) as sink:
+        for sample in samples:
+            sink.write(sample)
+    return written

@@ -1,0 +1,30 @@
+"""The benchmark runs and its counts are those of one teacher rollout per batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flash_exp.bench import K, main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_counts_and_report(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    result = main(["--batches", "1", "--warmup", "0", "--skip-eval", "--out", str(out)])
+    rows = {r["label"]: r for r in result["training"]}
+    index0 = next(r for label, r in rows.items() if label.startswith("start index 0 "))
+    # K steps x 2 (batched CFG) + DMD real score (2) + GAN fake features (1) + real features (1)
+    assert index0["teacher_evals"] == 2 * K + 4 <= 70
+    assert index0["student_evals"] == 2  # the student step + the DMD fake score
+    index24 = next(r for label, r in rows.items() if label.startswith("start index 24 "))
+    assert index24["teacher_evals"] == 2 * (K - 24) + 4
+    second = next(r for label, r in rows.items() if label.startswith("before: second teacher rollout"))
+    assert second["teacher_evals"] == 2 * (2 * K + 3) + 1
+    warmup = next(r for label, r in rows.items() if label.startswith("warm-up phase"))
+    assert warmup["teacher_evals"] == 2 * K + 2  # rollout + the discriminator's features, no DMD
+    assert "| start index 0" in out.read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["batches"] == 1
+    assert [r["sampler"].split(" NFE")[0] for r in result["sampling"]][:3] == ["student 1", "student 2", "student 4"]
