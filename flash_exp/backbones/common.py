@@ -7,6 +7,7 @@ the null condition, calls its denoiser, and writes its export format.
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,13 @@ class DiffusersBackbone(Backbone):
         base.add_adapter(peft_lora_config(self.cfg))
         return base
 
+    @abc.abstractmethod
     def _load_text_encoders(self, path: str, kw: dict) -> None:
-        raise NotImplementedError
+        """Load the family's tokenizers and frozen text encoders from the pipeline directory."""
 
+    @abc.abstractmethod
     def text_encoders(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The frozen text encoders."""
 
     @property
     def text_device(self) -> torch.device:
@@ -158,8 +161,9 @@ class DiffusersBackbone(Backbone):
     def feature_module(self) -> nn.Module:
         return self.base_denoiser.get_submodule(self.cfg.discriminator.feature_module)
 
+    @abc.abstractmethod
     def export(self, directory: Path) -> Path:
-        raise NotImplementedError
+        """Write the student in the format this family's users load; return the written path."""
 
     # ------------------------------------------------------------------ the user's route
     @classmethod
