@@ -32,6 +32,17 @@ toyworld: install
 bench: install
 	$(PY) -m flash_exp.bench $(ARGS)
 
+# The toy-world ablation grid of Fig. 5 (c-h), one sweep after the other on this machine, each job
+# trained then evaluated, then the leaderboard. ABLATION_ARGS shortens every job (a quarter of the
+# default run's steps); set ABLATION_ARGS= for the full toy schedule.
+ABLATIONS ?= fig5c_guidance_toy fig5d_losses fig5e_timesteps fig5f_distill_loss_toy fig5g_gan_loss fig5h_k
+ABLATION_ARGS ?= phases.iterations=[25,40,40,45] trainer.checkpoint_every=50 trainer.sample_every=150
+ablation: install
+	for name in $(ABLATIONS); do \
+	  $(PY) -m flash_exp.train -m +experiment=$$name $(ABLATION_ARGS) $(ARGS) || exit 1; \
+	done
+	$(PY) -m flash_exp.leaderboard
+
 lint: install
 	$(VENV)/bin/ruff check flash_exp tests
 

@@ -331,6 +331,8 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: ["toy"])
     after_train: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    # keys of conf/evaluate.yaml for the evaluation after training (student_nfe, device, cache_dir, ...)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- root

@@ -2,7 +2,12 @@
 
     python -m flash_exp.train                                  # the toy world on this machine
     python -m flash_exp.train backbone=sdxl trainer=gpu        # the paper's SDXL settings
-    python -m flash_exp.train -m +experiment=fig5_losses hydra/launcher=slurm
+    python -m flash_exp.train -m +experiment=fig5d_losses hydra/launcher=slurm
+
+On SLURM (``hydra/launcher=slurm``) each srun task is one rank; ``flash_exp.training.cluster`` checks
+the topology before any weight loads, checkpoints and requeues on preemption or time limit (the job
+runs again in the same run directory and resumes), and a job that raises leaves ``<run_dir>/FAILED``.
+With ``eval.after_train=true`` the run is evaluated once it is trained.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.training import cluster
 
 log = logging.getLogger("flash_exp.train")
 
@@ -41,8 +47,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if not saved.is_file():
         saved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.structured(cfg), saved)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     t = cfg.trainer
+    launch = cluster.preflight(t)  # SLURM topology and strategy, before any weight loads
+    log.info("%s", launch.describe())
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     max_steps = t.max_steps or sum(cfg.phases.iterations)
     ckpt_dir = run_dir / "checkpoints"
     module = FlashModule(cfg)
@@ -60,7 +68,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=launch.strategy,
+        plugins=launch.plugins,
         precision=t.precision,
         max_steps=max_steps,
         max_epochs=-1,
@@ -70,6 +79,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         callbacks=[
             ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:06d}", auto_insert_metric_name=False,
                             every_n_train_steps=t.checkpoint_every, save_top_k=-1, save_last=True),
+            cluster.signal_checkpoint(ckpt_dir),
             SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed),
             TQDMProgressBar(refresh_rate=max(1, t.log_every)),
         ],
@@ -80,6 +90,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
+    cluster.write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
         export_student(module.backbone, cfg, export_dir, latest_grid(run_dir))
@@ -87,23 +98,94 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     return export_dir
 
 
+def evaluate_run(cfg: TrainConfig, run_dir: Path) -> None:
+    """Score the trained run with ``flash_exp.evaluate`` (the benchmarks of ``eval``; ``eval.settings``
+    holds keys of conf/evaluate.yaml such as ``student_nfe`` or ``device``)."""
+    from dataclasses import asdict
+
+    from flash_exp.evaluate import EvaluateConfig, evaluate
+
+    settings = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), dict(cfg.eval.settings),
+                               {"eval": asdict(cfg.eval), "run_dir": str(run_dir), "runs_dir": None})
+    code = evaluate(OmegaConf.to_object(settings))  # type: ignore[arg-type]
+    if code != 0:
+        raise RuntimeError(f"the evaluation of {run_dir} returned {code}: see {run_dir}/eval/status.json")
+
+
+def mark_failed(run_dir: Path, err: BaseException, benchmarks: list[str]) -> None:
+    """``<run_dir>/FAILED`` and a "failed" evaluation status, so the leaderboard lists the run."""
+    path = cluster.write_failure(run_dir, err)
+    log.error("run failed, marked in %s: %s: %s", path, type(err).__name__, err)
+    try:
+        cluster.record_failure_status(run_dir, list(benchmarks))
+    except Exception:  # noqa: BLE001 (the marker is what matters; `make eval` records it as well)
+        log.exception("could not record the failure in %s/eval/status.json", run_dir)
+
+
+def run(cfg: TrainConfig, run_dir: Path) -> Path:
+    """Train in ``run_dir`` (resuming there), then evaluate when ``eval.after_train`` (global rank 0).
+
+    A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
+    Hydra job that raised as completed. An evaluation error is recorded by the evaluation itself."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    cluster.clear_failure(run_dir)
+    try:
+        export_dir = train(cfg, run_dir)
+    except Exception as err:
+        mark_failed(run_dir, err, cfg.eval.benchmarks)
+        raise
+    if cfg.eval.after_train and getattr(rank_zero_only, "rank", 0) == 0:
+        evaluate_run(cfg, run_dir)
+    return export_dir
+
+
+def _multirun() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 register_configs()
 register_resolvers()
+cluster.register_resolvers()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # again here: a submitit job unpickles this function without running this module's top level
+    register_resolvers()
+    cluster.register_resolvers()
+    run_dir = run_directory()
+    try:
+        typed = validate(cfg)
+    except Exception as err:
+        single = isinstance(err, ConfigError) and not _multirun()
+        if single:
+            print(f"error: {err}", file=sys.stderr)
+        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
+        if single:
+            sys.exit(2)
+        raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
+    # the teacher's weights before torch and diffusers load: without network this fails in seconds
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
 
     try:
-        typed = validate(cfg)
-        # the teacher's weights before torch and diffusers load: without network this fails in seconds
         resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
-    except (ConfigError, TeacherNotFoundError, NotADirectoryError) as err:
+    except (TeacherNotFoundError, NotADirectoryError) as err:
+        if not _multirun():
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        mark_failed(run_dir, err, list(typed.eval.benchmarks))
+        if _multirun():
+            raise
+        sys.exit(2)
+    try:
+        run(typed, run_dir)
+    except ConfigError as err:  # the cluster preflight; run() has marked the run failed
+        if _multirun():
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    run_dir = run_directory()
-    train(typed, run_dir)
     print(f"run directory: {run_dir}")
 
 
