@@ -8,6 +8,7 @@ allowed. Both happen before any weight is loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +268,7 @@ class DataConfig:
     caption_key: str = "caption"
     crop_size: int | None = None  # centre crop before resize; default: the shorter side
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
+    cached: bool = False  # shards hold latents and text embeddings (python -m flash_exp.data.cache_latents)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -276,17 +278,23 @@ class DataConfig:
 
 
 # --------------------------------------------------------------------------------------------- trainer
+EIGHT_BIT_MISSING = ("needs bitsandbytes (AdamW8bit), which is not installed: pip install bitsandbytes, "
+                     "or set trainer.optim.eight_bit=false")
+
+
 @dataclass
 class OptimConfig:
     lr: float = 1e-5
     lr_discriminator: float = 1e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.01
-    use_8bit: bool = False
+    eight_bit: bool = False  # bitsandbytes AdamW8bit (optimiser states in 8 bits); not a dependency
 
     def __post_init__(self) -> None:
         _positive("trainer.optim.lr", self.lr)
         _positive("trainer.optim.lr_discriminator", self.lr_discriminator)
+        if self.eight_bit and importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError("trainer.optim.eight_bit", True, EIGHT_BIT_MISSING)
 
 
 @dataclass
@@ -306,7 +314,8 @@ class TrainerConfig:
     num_sample_prompts: int = 4
     resume: str = "auto"  # "auto": continue from <run>/checkpoints/last.ckpt when it exists; "never"
     wandb: bool = False
-    compile_teacher: bool = False
+    compile_teacher: bool = False  # torch.compile the teacher's no-grad calls (the K-step rollout)
+    offload_frozen: bool = False  # VAE encoder and text encoders on CPU, on the GPU only while encoding
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:

@@ -61,6 +61,8 @@ class Backbone(nn.Module, abc.ABC):
         # "batch-B evaluations" (a 2B CFG call counts 2)
         self.teacher_samples = 0
         self.student_samples = 0
+        self._compiled_forward = None  # set by compile_teacher
+        self._offload_to: torch.device | None = None  # set by offload_frozen
 
     # ------------------------------------------------------------------ conditions
     @abc.abstractmethod
@@ -79,6 +81,36 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> pixels in [-1, 1] (differentiable)."""
+
+    # ------------------------------------------------------------------ memory
+    @abc.abstractmethod
+    def frozen_modules(self) -> list[nn.Module]:
+        """The frozen encoders that :meth:`offload_frozen` keeps in CPU memory between encodes."""
+
+    def offload_frozen(self, device: torch.device) -> None:
+        """Keep :meth:`frozen_modules` on the CPU; they visit ``device`` only inside :meth:`frozen_on_device`."""
+        self._offload_to = device
+        for module in self.frozen_modules():
+            module.to("cpu")
+
+    @contextlib.contextmanager
+    def frozen_on_device(self) -> Iterator[None]:
+        """Inside the block the offloaded encoders are on the compute device; a no-op without offload."""
+        if self._offload_to is None:
+            yield
+            return
+        for module in self.frozen_modules():
+            module.to(self._offload_to)
+        try:
+            yield
+        finally:
+            for module in self.frozen_modules():
+                module.to("cpu")
+
+    def compile_teacher(self) -> None:
+        """Run the teacher's calls without gradients (the K-step rollout, the DMD real score) through
+        ``torch.compile``; the student and the teacher's feature pass with gradients stay eager."""
+        self._compiled_forward = torch.compile(self._forward_denoiser)
 
     # ------------------------------------------------------------------ denoiser
     @abc.abstractmethod
@@ -118,7 +150,10 @@ class Backbone(nn.Module, abc.ABC):
             self.teacher_samples += x_t.shape[0]
         x = x_t if cond.concat is None else torch.cat([x_t, cond.concat.to(x_t)], dim=1)
         t = t.reshape(-1).expand(x_t.shape[0]) if t.numel() == 1 else t
-        return self._forward_denoiser(x.to(self.dtype), t, cond).to(x_t.dtype)
+        forward = self._forward_denoiser
+        if self._compiled_forward is not None and not self._adapter_on and not torch.is_grad_enabled():
+            forward = self._compiled_forward
+        return forward(x.to(self.dtype), t, cond).to(x_t.dtype)
 
     def teacher_features(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Teacher (LoRA off) features at :meth:`feature_module` for the discriminator.

@@ -48,6 +48,10 @@ def cast_floats(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 class DiffusersBackbone(Backbone):
     """A teacher loaded from a diffusers pipeline directory (``model_index.json``)."""
 
@@ -133,17 +137,24 @@ class DiffusersBackbone(Backbone):
         if vae.dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
             return vae
         upcast = self.__dict__.get("_vae_float32")
-        if upcast is None or upcast.device != vae.device:
+        if upcast is None or _device(upcast.decoder) != _device(vae.decoder):
             import copy
 
             upcast = copy.deepcopy(vae).float()
             self.__dict__["_vae_float32"] = upcast
         return upcast
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """The VAE encoder halves (also of the float32 copy) and the text encoders. The VAE decoder
+        stays on the compute device: the LPIPS distillation loss decodes inside the step."""
+        vaes = [self.vae, *([self.__dict__["_vae_float32"]] if "_vae_float32" in self.__dict__ else [])]
+        halves = [m for vae in vaes for m in (vae.encoder, vae.quant_conv) if m is not None]
+        return [*halves, *self.text_encoders()]
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.compute_vae()
         with torch.no_grad():
-            latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+            latents = vae.encode(pixels.to(_device(vae.encoder), vae.dtype)).latent_dist.mode()
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * vae.config.scaling_factor).float()
 

@@ -31,6 +31,16 @@ def _index(value: Any, index: torch.Tensor | slice) -> Any:
     return value
 
 
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
 @dataclass
 class Condition:
     """Denoiser conditioning for a batch of B samples.
@@ -55,6 +65,10 @@ class Condition:
     def select(self, index: torch.Tensor | slice) -> Condition:
         """The sub-batch at ``index``."""
         return Condition(kwargs=_index(self.kwargs, index), concat=_index(self.concat, index))
+
+    def to(self, device: torch.device) -> Condition:
+        """The same condition with every tensor on ``device``."""
+        return Condition(kwargs=_to(self.kwargs, device), concat=_to(self.concat, device))
 
     def with_concat(self, concat: torch.Tensor | None) -> Condition:
         return Condition(kwargs=self.kwargs, concat=concat)

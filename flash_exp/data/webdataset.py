@@ -6,6 +6,10 @@ trainer can log the total even when the pipeline runs in several DataLoader work
 
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
+
+:class:`CachedLatentStream` reads the shards that ``python -m flash_exp.data.cache_latents`` writes
+(``pth``: the VAE latents and the text embeddings of one sample; ``json``: caption, aesthetic score
+and the backbone that encoded them) through the same stream, so training skips both encoders.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import webdataset as wds
@@ -84,7 +89,7 @@ class CaptionedImageStream(IterableDataset):
         return True
 
     def _decode(self, sample: dict) -> dict | None:
-        """A training sample {pixels, caption}, or None (counted) when it cannot be used."""
+        """A training sample {pixels, caption, aesthetic_score}, or None (counted) when it cannot be used."""
         key = sample.get("__key__", "?")
         image_bytes = next((sample[k] for k in self.image_keys if k in sample), None)
         meta_bytes = sample.get("json")
@@ -93,6 +98,8 @@ class CaptionedImageStream(IterableDataset):
         except (json.JSONDecodeError, UnicodeDecodeError):
             meta = {}
         caption = meta.get(self.caption_key) or (sample.get("txt", b"").decode("utf-8", "replace") or None)
+        if image_bytes is None and "pth" in sample:
+            raise ValueError(f"sample {key} holds cached latents (.pth), not an image: set data.cached=true")
         if image_bytes is None or not caption:
             self.counters.skipped += 1
             log.warning("skipping sample %s: missing %s", key, "image" if image_bytes is None else "caption")
@@ -108,7 +115,19 @@ class CaptionedImageStream(IterableDataset):
             self.counters.skipped += 1
             log.warning("skipping sample %s: undecodable image (%s)", key, exn)
             return None
-        return {"pixels": pixels, "caption": caption}
+        return {"pixels": pixels, "caption": caption, "aesthetic_score": score}
+
+    def _collate(self, items: list[dict]) -> dict:
+        return {"pixels": torch.stack([b["pixels"] for b in items]), "captions": [b["caption"] for b in items]}
+
+    def one_pass(self) -> Iterator[dict]:
+        """Every usable sample of the shards once, in shard order, unshuffled: ``_decode``'s dict plus
+        ``key`` (the sample's ``__key__``)."""
+        raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in self.shards))
+        for sample in raw:
+            item = self._decode(sample)
+            if item is not None:
+                yield {"key": sample["__key__"], **item}
 
     # ------------------------------------------------------------------ stream
     def _worker(self) -> tuple[int, int]:
@@ -153,10 +172,58 @@ class CaptionedImageStream(IterableDataset):
                     skip -= 1
                 else:
                     yield {
-                        "pixels": torch.stack([b["pixels"] for b in batch]),
-                        "captions": [b["caption"] for b in batch],
+                        **self._collate(batch),
                         "stream": torch.tensor(role),
                         "skipped": torch.tensor(self.counters.skipped),
                         "filtered": torch.tensor(self.counters.filtered),
                     }
                 batch = []
+
+
+# ---------------------------------------------------------------------------------- cached latents
+def pack_cached(latents: torch.Tensor, condition: dict[str, Any]) -> bytes:
+    """The ``pth`` entry of a cached sample: latents (C, h, w) and the condition's kwargs of one sample."""
+    buf = io.BytesIO()
+    torch.save({"latents": latents, "condition": condition}, buf)
+    return buf.getvalue()
+
+
+def stack_tree(values: list[Any]) -> Any:
+    """Per-sample tensors, also nested in dicts, stacked along a new leading batch dimension."""
+    if isinstance(values[0], dict):
+        return {k: stack_tree([v[k] for v in values]) for k in values[0]}
+    return torch.stack(values)
+
+
+class CachedLatentStream(CaptionedImageStream):
+    """The stream of :class:`CaptionedImageStream` over latent-cache shards: batches of ``latents``
+    (B, C, h, w), ``condition`` (the denoiser's condition kwargs, batched) and ``captions``.
+
+    ``encoded_by`` ({family, resolution}) must match what the cache records, else reading raises.
+    """
+
+    def __init__(self, shards: list[str], encoded_by: dict[str, Any], batch_size: int, **kwargs: Any):
+        super().__init__(shards, resolution=int(encoded_by["resolution"]), batch_size=batch_size, **kwargs)
+        self.encoded_by = dict(encoded_by)
+
+    def _decode(self, sample: dict) -> dict | None:
+        key = sample.get("__key__", "?")
+        if "pth" not in sample or "json" not in sample:
+            raise ValueError(f"sample {key} is not a latent-cache sample (pth + json): data.cached=true reads "
+                             "the shards written by python -m flash_exp.data.cache_latents")
+        meta = json.loads(sample["json"])
+        cached_by = {k: meta["encoded_by"].get(k) for k in self.encoded_by}
+        if cached_by != self.encoded_by:
+            raise ValueError(f"sample {key} was cached with {cached_by}, this run needs {self.encoded_by} "
+                             "(backbone.family, backbone.resolution): cache the shards again")
+        score = meta.get("aesthetic_score")
+        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
+            self.counters.filtered += 1
+            return None
+        payload = torch.load(io.BytesIO(sample["pth"]), map_location="cpu", weights_only=True)
+        return {"latents": payload["latents"], "condition": payload["condition"], "caption": meta["caption"]}
+
+    def _collate(self, items: list[dict]) -> dict:
+        return {"latents": torch.stack([b["latents"] for b in items]),
+                "condition": stack_tree([b["condition"] for b in items]),
+                "captions": [b["caption"] for b in items]}

@@ -25,7 +25,13 @@ class Task:
     name = "t2i"
 
     def prepare(self, batch: dict, backbone: Backbone) -> PreparedBatch:
-        pixels = batch["pixels"]
-        latents = backbone.encode_images(pixels)
-        cond = backbone.encode_prompts(list(batch["captions"]))
-        return PreparedBatch(latents, cond, backbone.null_condition(pixels.shape[0]))
+        """Encode ``pixels`` and ``captions`` (offloaded encoders visit the compute device meanwhile), or
+        take ``latents`` and ``condition`` from a cached batch (the encoders stay where they are)."""
+        if "latents" in batch:
+            latents = batch["latents"]
+            null = backbone.null_condition(latents.shape[0]).to(latents.device)
+            return PreparedBatch(latents, Condition(kwargs=batch["condition"]), null)
+        with backbone.frozen_on_device():
+            latents = backbone.encode_images(batch["pixels"])
+            cond = backbone.encode_prompts(list(batch["captions"]))
+            return PreparedBatch(latents, cond, backbone.null_condition(latents.shape[0]))

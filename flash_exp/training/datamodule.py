@@ -1,4 +1,5 @@
-"""The LightningDataModule around :class:`~flash_exp.data.webdataset.CaptionedImageStream`."""
+"""The LightningDataModule around :class:`~flash_exp.data.webdataset.CaptionedImageStream` (image shards) or
+:class:`~flash_exp.data.webdataset.CachedLatentStream` (latent-cache shards, ``data.cached=true``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from flash_exp.config import TrainConfig
-from flash_exp.data.webdataset import CaptionedImageStream
+from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
 
 
 class FlashDataModule(L.LightningDataModule):
@@ -14,24 +15,21 @@ class FlashDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
 
+    def stream(self, rank: int = 0, world_size: int = 1) -> CaptionedImageStream:
+        """The training stream of ``data`` for one rank."""
+        d, b = self.cfg.data, self.cfg.backbone
+        common = dict(batch_size=d.batch_size, seed=self.cfg.seed, shuffle_buffer=d.shuffle_buffer,
+                      min_aesthetic_score=d.min_aesthetic_score, resampled=d.resampled, rank=rank,
+                      world_size=world_size)
+        if d.cached:
+            return CachedLatentStream(list(d.shards), {"family": b.family, "resolution": b.resolution}, **common)
+        return CaptionedImageStream(shards=list(d.shards), resolution=b.resolution, image_keys=d.image_key,
+                                    caption_key=d.caption_key, crop_size=d.crop_size, **common)
+
     def train_dataloader(self) -> DataLoader:
-        d = self.cfg.data
         trainer = self.trainer
-        stream = CaptionedImageStream(
-            shards=list(d.shards),
-            resolution=self.cfg.backbone.resolution,
-            batch_size=d.batch_size,
-            seed=self.cfg.seed,
-            shuffle_buffer=d.shuffle_buffer,
-            min_aesthetic_score=d.min_aesthetic_score,
-            image_keys=d.image_key,
-            caption_key=d.caption_key,
-            crop_size=d.crop_size,
-            resampled=d.resampled,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
+        stream = self.stream(trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1)
         # on resume the restored step says how many batches this stream already delivered
         stream.start_batch = trainer.global_step if trainer else 0
-        return DataLoader(stream, batch_size=None, num_workers=d.num_workers,
-                          persistent_workers=d.num_workers > 0)
+        return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,
+                          persistent_workers=self.cfg.data.num_workers > 0)

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from flash_exp.backbones import build_backbone
-from flash_exp.config import TrainConfig
+from flash_exp.config import EIGHT_BIT_MISSING, TrainConfig
 from flash_exp.method.distiller import FlashDistiller
 from flash_exp.tasks import build_task
 
@@ -59,6 +59,17 @@ def build_lpips(weights: str | None) -> torch.nn.Module:
     return lpips.eval()
 
 
+def adamw_class(eight_bit: bool) -> type[torch.optim.Optimizer]:
+    """torch's AdamW, or bitsandbytes' AdamW8bit (8-bit optimiser states) for ``trainer.optim.eight_bit``."""
+    if not eight_bit:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes as bnb
+    except ImportError as err:
+        raise ImportError(f"trainer.optim.eight_bit=true {EIGHT_BIT_MISSING}") from err
+    return bnb.optim.AdamW8bit
+
+
 class FlashModule(L.LightningModule):
     def __init__(self, cfg: TrainConfig):
         super().__init__()
@@ -69,17 +80,15 @@ class FlashModule(L.LightningModule):
         self.task = build_task(cfg.task)
         lpips = build_lpips(cfg.loss.distill.lpips_weights) if cfg.loss.distill.type == "lpips" else None
         self.distiller = FlashDistiller(self.backbone, cfg, lpips)
+        if cfg.trainer.compile_teacher:
+            self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.skipped_per_stream: dict[int, int] = {}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         o = self.cfg.trainer.optim
-        opt_cls = torch.optim.AdamW
-        if o.use_8bit:
-            import bitsandbytes as bnb  # optional: only the gpu memory presets ask for it
-
-            opt_cls = bnb.optim.AdamW8bit
+        opt_cls = adamw_class(o.eight_bit)
         student = opt_cls(self.backbone.trainable_parameters(), lr=o.lr, betas=tuple(o.betas),
                           weight_decay=o.weight_decay)
         if self.distiller.discriminator is None:
@@ -90,6 +99,11 @@ class FlashModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.generator.manual_seed(self.cfg.seed + 1000 * self.global_rank)
+
+    def on_fit_start(self) -> None:
+        """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
+        if self.cfg.trainer.offload_frozen and self.device.type != "cpu":
+            self.backbone.offload_frozen(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizers = self.optimizers()

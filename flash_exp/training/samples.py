@@ -17,7 +17,6 @@ def sample_images(backbone: Backbone, prompts: list[str], student: bool, steps: 
                   seed: int, resolution: int) -> torch.Tensor:
     """Images (N, 3, R, R) in [0, 1]; image i uses the generator seeded ``seed + i``."""
     pipe = backbone.pipeline(student=student)
-    device = next(backbone.denoiser.parameters()).device
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(len(prompts))]
     with backbone.adapter(student):
         out = pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=guidance,
@@ -51,7 +50,9 @@ class SampleGridCallback(L.Callback):
 
     @rank_zero_only
     def _write(self, pl_module: L.LightningModule, step: int) -> None:
-        write_grid(pl_module.backbone, self.prompts, self.nfe, self.directory / f"step_{step:06d}.png", self.seed)
+        backbone = pl_module.backbone
+        with backbone.frozen_on_device():
+            write_grid(backbone, self.prompts, self.nfe, self.directory / f"step_{step:06d}.png", self.seed)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
