@@ -45,7 +45,12 @@ WORDS = "a red green blue yellow circle square triangle on black white gray back
 # ---------------------------------------------------------------------------------- the reference model
 def build_reference_pipeline(path: Path, seed: int = 0) -> Path:
     """Save the reference SD1.5-shaped pipeline (random weights) at ``path``."""
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     from flash_exp.toyworld.teacher import build_text_encoder, build_tokenizer
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from flash_exp.config import validate
+from flash_exp.training.samples import viewing_scale
 from tests.conftest import REPO, compose
 
 FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
@@ -371,6 +373,9 @@ def test_train_export_and_reload_reproduce_the_student(tmp_path, tiny_dir, tiny_
     assert grids
     rows_txt = grids[-1].with_suffix(".txt").read_text()
     assert "student 1 NFE | student 2 NFE | student 4 NFE | teacher 2 steps" in rows_txt
+    side = cfg.backbone.resolution * viewing_scale(cfg.backbone.resolution)  # small images enlarged to view
+    columns = len(rows_txt.split("columns: ")[1].split("\n")[0].split(" | "))
+    assert side >= 128 and Image.open(grids[-1]).size == (columns * (side + 2) + 2, 4 * (side + 2) + 2)
     # the export in the family's own format
     assert (export_dir / EXPORT_FILES[family]).is_file()
     if family == "pixart":

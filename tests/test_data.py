@@ -77,3 +77,12 @@ def test_missing_shards_raise_instead_of_looping(tmp_path):
     stream = CaptionedImageStream([str(tmp_path / "missing.tar")], 16, 2)
     with pytest.raises(FileNotFoundError, match="no readable sample"):
         take(stream, 1)
+
+
+def test_brace_patterns_name_one_shard_per_expansion(tmp_path):
+    for i in range(3):
+        write_shard(tmp_path / f"s{i:03d}.tar", solid_samples(2, 2 * i))
+    stream = CaptionedImageStream([str(tmp_path / "s{000..002}.tar")], 16, 6, shuffle_buffer=1)
+    assert stream.shards == [str(tmp_path / f"s{i:03d}.tar") for i in range(3)]
+    [batch] = take(stream, 1)
+    assert batch["pixels"].shape == (6, 3, 16, 16) and int(batch["skipped"]) == 0

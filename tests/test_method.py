@@ -13,7 +13,12 @@ from flash_exp.config import validate
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
 from flash_exp.method.noise import NoiseSchedule, boundary_condition_scalings
 from flash_exp.method.phases import PhaseSchedule
-from flash_exp.method.timesteps import mixture_distribution, mode_indices, sample_indices, timestep_distribution
+from flash_exp.method.timesteps import (
+    mixture_distribution,
+    mode_indices,
+    sample_indices,
+    timestep_distribution,
+)
 from tests.conftest import compose
 
 MODE_PROBS = [[0, 0, 0.5, 0.5], [0.1, 0.3, 0.3, 0.3], [0.25, 0.25, 0.25, 0.25], [0.4, 0.2, 0.2, 0.2]]

@@ -27,6 +27,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
+from webdataset.shardlists import expand_urls
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class CaptionedImageStream(IterableDataset):
         super().__init__()
         if not shards:
             raise ValueError("data.shards is empty: name at least one webdataset shard")
-        self.shards = list(shards)
+        # brace patterns such as "/data/laion/{00000..01023}.tar" name one shard per expansion
+        self.shards = [url for pattern in shards for url in expand_urls(pattern)]
         self.resolution = resolution
         self.batch_size = batch_size
         self.seed = seed

@@ -73,11 +73,14 @@ def _caption_set_loss(image_features: torch.Tensor, caption_features: torch.Tens
 
 
 def train_toy_clip(
-    data: ToyData, clip_dir: Path, steps: int, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
+    data: ToyData, clip_dir: Path, steps: int, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+    progress_position: int = 0,
 ) -> Path:
     """Train toy-clip contrastively on ``data`` and save it under ``clip_dir``.
 
-    Writes ``toy-clip.json`` and ``open_clip_model.safetensors``; returns the weights path.
+    ``progress_position`` is the line of its progress bar (for runs beside other bars).
+
+    Writes ``toy-clip.json`` and ``open_clip_model.safetensors`` (float16); returns the weights path.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -93,7 +96,7 @@ def train_toy_clip(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
-    progress = tqdm(range(steps), desc="toy CLIP", unit="step")
+    progress = tqdm(range(steps), desc="toy CLIP", unit="step", position=progress_position)
     for _ in progress:
         index = torch.randint(len(data), (batch_size,), generator=generator)
         images = (_augment(data.images[index].float() / 255.0, generator) - mean) / std
@@ -107,7 +110,9 @@ def train_toy_clip(
         progress.set_postfix(loss=f"{loss.item():.3f}")
 
     weights = clip_dir / WEIGHTS_FILE
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, weights)
+    # stored in half precision to keep the shipped assets small; open_clip loads it into float32
+    save_file({k: (v.half() if v.is_floating_point() else v).detach().contiguous()
+               for k, v in model.state_dict().items()}, weights)
     return weights
 
 

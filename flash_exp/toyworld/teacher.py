@@ -128,9 +128,9 @@ def build_unet() -> UNet2DConditionModel:
         out_channels=LATENT_CHANNELS,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
+        block_out_channels=(32, 64, 128),
         layers_per_block=1,
-        attention_head_dim=4,
+        attention_head_dim=8,
         cross_attention_dim=TEXT_WIDTH,
         norm_num_groups=8,
     )
@@ -148,12 +148,6 @@ def sampling_scheduler(budget: SamplingBudget) -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler(**SD_NOISE_SCHEDULE)
 
 
-def _flip_augmented(data: ToyData) -> torch.Tensor:
-    """All images and their mirror images as float in [-1, 1]: (2N, 3, 32, 32)."""
-    pixels = data.pixels(torch.arange(len(data)))
-    return torch.cat([pixels, pixels.flip(-1)])
-
-
 def train_vae(data: ToyData, steps: int, batch_size: int = 32, lr: float = 2e-3,
               kl_weight: float = 1e-6, seed: int = 0) -> AutoencoderKL:
     """Train the VAE on ``data`` (L1 on pixels + ``kl_weight`` x KL per latent element).
@@ -163,7 +157,8 @@ def train_vae(data: ToyData, steps: int, batch_size: int = 32, lr: float = 2e-3,
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     vae = build_vae()
-    pixels = _flip_augmented(data)
+    pixels = data.pixels(torch.arange(len(data)))
+    pixels = torch.cat([pixels, pixels.flip(-1)])  # mirror images double the data: (2N, 3, 32, 32)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=min(100, steps // 10),
                                                num_training_steps=steps)
@@ -208,7 +203,7 @@ def measure_scaling_factor(vae: AutoencoderKL, data: ToyData, count: int = 2048,
 
 
 def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, data: ToyData, steps: int,
-                   batch_size: int = 64, lr: float = 1e-3, uncond_prob: float = 0.1,
+                   batch_size: int = 64, lr: float = 2e-3, uncond_prob: float = 0.1,
                    snr_gamma: float = 5.0, ema_decay: float = 0.995, seed: int = 0
                    ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
     """Train the UNet and the text encoder jointly on ``data`` (epsilon MSE, min-SNR weighted).
@@ -220,14 +215,14 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, data: ToyData, 
     generator = torch.Generator().manual_seed(seed)
     unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
     noise_scheduler = training_scheduler()
-    latent_mean, latent_std = encode_posteriors(vae, _flip_augmented(data))
+    latent_mean, latent_std = encode_posteriors(vae, data.pixels(torch.arange(len(data))))
     scale = vae.config.scaling_factor
 
     def token_ids(prompts: list[str]) -> torch.Tensor:
         return tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                          return_tensors="pt").input_ids
 
-    caption_ids = token_ids(data.captions).repeat(2, 1)  # matches the flip-augmented latents
+    caption_ids = token_ids(data.captions)
     empty_ids = token_ids([""])
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -266,8 +261,8 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, data: ToyData, 
 def save_teacher(out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel,
                  text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, budget: SamplingBudget
                  ) -> StableDiffusionPipeline:
-    """Save the teacher as a StableDiffusionPipeline directory (safetensors, no safety checker)
-    whose scheduler is the sampler of ``budget``; returns the pipeline."""
+    """Save the teacher as a StableDiffusionPipeline directory (safetensors, no safety checker, UNet
+    weights in float16) whose scheduler is the sampler of ``budget``; returns the pipeline."""
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -279,4 +274,8 @@ def save_teacher(out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel,
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    # the UNet is stored in half precision to keep the shipped assets small (diffusers loads it as
+    # float32); the returned pipeline holds the same rounded weights, so it is the saved teacher
+    unet.half().save_pretrained(out_dir / "unet", safe_serialization=True)
+    unet.float()
     return pipe

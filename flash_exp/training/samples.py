@@ -24,8 +24,16 @@ def sample_images(backbone: Backbone, prompts: list[str], student: bool, steps: 
     return out.to(device="cpu", dtype=torch.float32)
 
 
+def viewing_scale(side: int, min_side: int = 128) -> int:
+    """Integer factor that brings images of ``side`` pixels to at least ``min_side`` in a grid
+    (nearest-neighbour, so the pixels the model drew stay visible); 1 for images that large."""
+    return max(1, -(-min_side // side))
+
+
 def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Path, seed: int = 0) -> dict:
-    """One row per sampler (student at each NFE without CFG, then the teacher's full budget with CFG)."""
+    """One row per sampler (student at each NFE without CFG, then the teacher's full budget with CFG).
+
+    Images smaller than 128 px (the toy world's 32 px) are enlarged by an integer factor."""
     cfg = backbone.cfg
     rows, labels = [], []
     for n in nfe:
@@ -35,7 +43,11 @@ def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Pat
     rows.append(sample_images(backbone, prompts, False, ts.steps, ts.guidance, seed, cfg.resolution))
     labels.append(f"teacher {ts.steps} steps, CFG {ts.guidance}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), path, nrow=len(prompts), padding=2, pad_value=1.0)
+    images = torch.cat(rows)
+    scale = viewing_scale(images.shape[-1])
+    if scale > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    save_image(images, path, nrow=len(prompts), padding=2, pad_value=1.0)
     path.with_suffix(".txt").write_text(
         "rows: " + " | ".join(labels) + "\ncolumns: " + " | ".join(prompts) + f"\nseeds: {seed}..{seed + len(prompts) - 1}\n"
     )
