@@ -258,7 +258,7 @@ def bench_evaluation(repeats: int) -> list[dict]:
     """Images per second of the toy benchmark's FID feature extraction and CLIP scoring."""
     from flash_exp.toyworld.clip import load_toy_clip
 
-    model, preprocess, tokenizer = load_toy_clip("cpu")
+    model, _, tokenizer = load_toy_clip(device="cpu")
     images = torch.rand(64, 3, 32, 32)
     texts = tokenizer(["a red circle on a black background"] * 64)
     rows = []

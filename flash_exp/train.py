@@ -32,11 +32,38 @@ def run_directory() -> Path:
     return Path.cwd()
 
 
+def continued_csv_logger_class():
+    """A CSVLogger that continues the ``metrics.csv`` of an earlier attempt of the same run (resume,
+    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty."""
+    import csv
+    import io
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    class ContinuedCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is not None:
+                return self._experiment
+            path = Path(self.log_dir) / "metrics.csv"
+            previous = path.read_text() if path.is_file() else ""
+            writer = super().experiment
+            if previous:
+                path.write_text(previous)
+                # the earlier header first: rows of both attempts share one set of columns
+                writer.metrics_keys = next(csv.reader(io.StringIO(previous)), [])
+            return writer
+
+    return ContinuedCSVLogger
+
+
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from flash_exp.export import export_student, latest_grid
     from flash_exp.training.datamodule import FlashDataModule
@@ -55,7 +82,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     module = FlashModule(cfg)
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
-    loggers = [CSVLogger(run_dir, name="", version="")]
+    loggers = [continued_csv_logger_class()(run_dir, name="", version="")]
     try:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
     except ModuleNotFoundError:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flash_exp.bench import K, main
+from flash_exp.bench import K, bench_evaluation, main
 
 pytestmark = pytest.mark.slow
 
@@ -28,3 +28,9 @@ def test_bench_counts_and_report(tmp_path):
     assert "| start index 0" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["batches"] == 1
     assert [r["sampler"].split(" NFE")[0] for r in result["sampling"]][:3] == ["student 1", "student 2", "student 4"]
+
+
+def test_evaluation_throughput_uses_the_shipped_toy_clip():
+    rows = bench_evaluation(1)
+    assert [r["stage"] for r in rows] == ["toy FID features (toy CLIP image tower)", "toy CLIP score (image + text towers)"]
+    assert all(r["images_per_s"] > 0 for r in rows)

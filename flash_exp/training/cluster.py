@@ -195,6 +195,13 @@ def _requeue_signal() -> int:
     return int(getattr(signal, name, signal.SIGUSR2))
 
 
+def _flush_loggers(trainer) -> None:
+    """Write what the loggers buffer (CSVLogger keeps rows in memory between flushes), so the rows
+    of the steps before a stop are on disk beside the checkpoint the resumed run continues from."""
+    for logger in trainer.loggers:
+        logger.save()
+
+
 def _signal_checkpoint_callback_class():
     import torch
     from lightning.pytorch.callbacks import Checkpoint
@@ -259,6 +266,7 @@ def _signal_checkpoint_callback_class():
                 trainer.save_checkpoint(path)
                 self.saved_step = step
                 log.warning("saved %s at step %d before stopping", path, step)
+            _flush_loggers(trainer)
             if requeue:
                 self._hand_over(trainer)
 
@@ -270,6 +278,8 @@ def _signal_checkpoint_callback_class():
                 trainer.save_checkpoint(path)
                 self.saved_step = trainer.global_step
                 log.warning("saved %s at step %d before stopping (SIGTERM)", path, trainer.global_step)
+            if isinstance(exception, SIGTERMException):
+                _flush_loggers(trainer)
 
         def _hand_over(self, trainer) -> None:
             previous = self._previous
