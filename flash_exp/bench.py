@@ -254,28 +254,33 @@ def bench_sampling(pretrained: Path, device: torch.device, repeats: int) -> list
     return rows
 
 
-def bench_evaluation(repeats: int) -> list[dict]:
-    """Images per second of the toy benchmark's FID feature extraction and CLIP scoring."""
-    from flash_exp.toyworld.clip import load_toy_clip
+def bench_evaluation(repeats: int, count: int = 64) -> list[dict]:
+    """Images per second of the toy benchmark's FID feature extraction and CLIP scoring, through the
+    evaluation's own code path (PNG files decoded, cropped and resized) on ``count`` held-out images."""
+    from flash_exp.metrics.clip_score import clip_scores, toy_clip_model
+    from flash_exp.metrics.features import clip_image_extractor
+    from flash_exp.metrics.fid import image_features
+    from flash_exp.toyworld import assets
+    from flash_exp.toyworld.quality import load_heldout
 
-    model, _, tokenizer = load_toy_clip(device="cpu")
-    images = torch.rand(64, 3, 32, 32)
-    texts = tokenizer(["a red circle on a black background"] * 64)
-    rows = []
-    with torch.inference_mode():
-        model.encode_image(images)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model.encode_image(images)
-        rows.append({"stage": "toy FID features (toy CLIP image tower)",
-                     "images_per_s": repeats * 64 / (time.perf_counter() - start)})
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
-            b = torch.nn.functional.normalize(model.encode_text(texts), dim=-1)
-            (a * b).sum(-1).mean()
-        rows.append({"stage": "toy CLIP score (image + text towers)",
-                     "images_per_s": repeats * 64 / (time.perf_counter() - start)})
+    clip = toy_clip_model()
+    extractor = clip_image_extractor(clip)
+    images, captions = load_heldout(assets.ASSETS, count)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [Path(tmp) / f"{i:05d}.png" for i in range(len(images))]
+        for image, path in zip(images, files, strict=True):
+            image.save(path)
+        stages = {
+            "toy FID features (toy CLIP image tower)": lambda: image_features(files, extractor, eval_res=32),
+            "toy CLIP score (image + text towers)": lambda: clip_scores(files, captions, clip, eval_res=32),
+        }
+        rows = []
+        for stage, run in stages.items():
+            run()  # warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            rows.append({"stage": stage, "images_per_s": repeats * len(files) / (time.perf_counter() - start)})
     return rows
 
 

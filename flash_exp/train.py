@@ -37,6 +37,7 @@ def continued_csv_logger_class():
     requeue) instead of deleting it, as Lightning's writer does when its directory is not empty."""
     import csv
     import io
+    import warnings
 
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -49,7 +50,9 @@ def continued_csv_logger_class():
                 return self._experiment
             path = Path(self.log_dir) / "metrics.csv"
             previous = path.read_text() if path.is_file() else ""
-            writer = super().experiment
+            with warnings.catch_warnings():  # its "previous log files will be deleted" no longer holds
+                warnings.filterwarnings("ignore", message="Experiment logs directory")
+                writer = super().experiment
             if previous:
                 path.write_text(previous)
                 # the earlier header first: rows of both attempts share one set of columns
