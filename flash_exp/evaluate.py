@@ -31,16 +31,19 @@ import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
 from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
 from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
 from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
-from flash_exp.metrics.generate import SamplerSetting, generate_images
+from flash_exp.metrics.generate import SamplerSetting, generate_images, image_path
 from flash_exp.metrics.hashing import file_sha256, sha256_json
+from flash_exp.metrics.images import write_png_atomic
 from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.results import (
+    EVAL_DIR,
     RESULT_KIND,
     STATUS_KIND,
     images_dir,
@@ -56,6 +59,7 @@ from flash_exp.metrics.runs import (
     find_runs,
     load_backbone,
     run_state,
+    run_task,
     student_file,
     sweep_dir,
 )
@@ -168,6 +172,8 @@ class Evaluator:
         self._benchmarks: dict[str, PreparedBenchmark] = {}
         self._clips: dict[tuple[str, str], ClipModel] = {}
         self._inception: FeatureExtractor | None = None
+        self._lpips_net: torch.nn.Module | None = None
+        self._lpips_note: str | None = None  # None until LPIPS was tried; "" when it loaded
 
     # ------------------------------------------------------------------ scoring models
     def _clip(self, model: str, tag: str) -> ClipModel:
@@ -214,23 +220,27 @@ class Evaluator:
                                                    self.settings.batch_size, self.settings.num_workers)
         return bench.reference
 
-    def score(self, bench: PreparedBenchmark, files: list[Path]) -> dict[str, float]:
+    def score(self, bench: PreparedBenchmark, files: list[Path], prompts: list[str] | None = None,
+              reference: GaussianStats | None = None) -> dict[str, float]:
         """FID against the reference statistics and mean CLIP score of ``files`` (in prompt order),
-        with the wall time of each in seconds."""
+        with the wall time of each in seconds. ``prompts`` and ``reference`` default to the
+        benchmark's (a conditional task brings its captions and ground truth)."""
         cfg, s = bench.config, self.settings
-        reference = self._reference(bench)
+        reference = reference if reference is not None else self._reference(bench)
         start = time.perf_counter()
         feats = image_features(files, bench.extractor, cfg.eval_res, s.batch_size, s.num_workers, "FID features")
         fid = frechet_distance(GaussianStats.from_features(feats), reference)
         mid = time.perf_counter()
-        clip = clip_scores(files, bench.prompt_set.prompts, bench.clip, cfg.eval_res, cfg.clip.photo_prefix,
-                           s.batch_size)
+        clip = clip_scores(files, prompts if prompts is not None else bench.prompt_set.prompts, bench.clip,
+                           cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
         return {"fid": fid, "clip_score": float(np.mean(clip)), "fid_s": mid - start,
                 "clip_s": time.perf_counter() - mid}
 
     # ------------------------------------------------------------------ runs
     def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
         """Every configured benchmark x sampler setting of ``run_dir``; returns the results."""
+        if run_task(run_dir) != "t2i":
+            return self.evaluate_task_run(Path(run_dir))
         backbone = load_backbone(run_dir)
         weights = student_file(run_dir)
         if weights is None:
@@ -295,6 +305,132 @@ class Evaluator:
                 png.unlink(missing_ok=True)
         log.info("%s: %s %s FID %.4f CLIP %.4f", run_dir, name, setting.name, result["fid"], result["clip_score"])
         return result
+
+
+    # ------------------------------------------------------------------ conditional tasks
+    def evaluate_task_run(self, run_dir: Path) -> list[dict[str, Any]]:
+        """A conditional task's run: the benchmark's first ``num_images`` held-out conditions of the
+        task (``task.grid_shards``, with masks / degradations / edge maps seeded by the benchmark's
+        seed) instead of its prompts. Per sampler setting: FID against the ground-truth images of
+        those conditions (the benchmark's feature extractor), the CLIP score against their captions,
+        and ``restoration``: PSNR, SSIM and LPIPS against the ground truth (tasks that have one) and
+        the task's condition scores, each the mean over images."""
+        from flash_exp.export import load_run
+        from flash_exp.metrics.restoration import batch_digest, held_out_conditions
+
+        backbone_cfg = load_backbone(run_dir)
+        weights = student_file(run_dir)
+        if weights is None:
+            raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
+        teacher = teacher_identity(backbone_cfg)
+        student = {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
+        cfg, module = load_run(run_dir)
+        module = module.to(self.device).eval()
+        s = self.settings
+        results = []
+        for name in s.eval.benchmarks:
+            bench = self.prepare(name)
+            batch = held_out_conditions(cfg, module.task, bench.config.num_images, seed=bench.config.seed)
+            captions = list(batch["captions"])
+            truth_dir = Path(run_dir) / EVAL_DIR / name / "ground_truth"
+            truth_files = write_pngs(batch["pixels"], truth_dir)
+            conditions = batch_digest({k: v for k, v in batch.items() if k != "key"})
+            reference = {"count": len(truth_files), "sha256": conditions, "source": "ground truth of the conditions"}
+            protocol = {**protocol_spec(name, conditions, len(captions), bench.config.eval_res, bench.config.seed,
+                                        bench.extractor.describe(), reference, bench.clip.describe(),
+                                        bench.config.clip.photo_prefix),
+                        "task": module.task.name}
+            stats = reference_statistics(truth_files, bench.extractor, bench.config.eval_res, self.cache_dir,
+                                         {"benchmark": name, "task": module.task.name, "conditions": conditions},
+                                         s.batch_size, s.num_workers)
+            for setting in sampler_settings(backbone_cfg, s.student_nfe, s.teacher_nfe, s.teacher_full):
+                is_student = setting.sampler == "student"
+                scheduler = backbone_cfg.student_scheduler if is_student else backbone_cfg.teacher_sampling.scheduler
+                spec = eval_spec(protocol, sampler_spec(setting, asdict(scheduler), backbone_cfg.resolution))
+                model = {"kind": setting.sampler, **(student if is_student else teacher)}
+                results.append(self._evaluate_task_setting(Path(run_dir), bench, module, batch, stats, setting,
+                                                           spec, model))
+        return results
+
+    def _evaluate_task_setting(self, run_dir: Path, bench: PreparedBenchmark, module: Any, batch: dict[str, Any],
+                               reference: GaussianStats, setting: SamplerSetting, spec: dict[str, Any],
+                               model: dict[str, Any]) -> dict[str, Any]:
+        from flash_exp.metrics.restoration import batch_slice, restoration_metrics, sample_task, to_device
+
+        name, digest = bench.config.name, spec_hash(spec)
+        out = result_path(run_dir, name, setting.name)
+        existing = read_json(out)
+        if existing is not None and existing.get("spec_hash") == digest and existing.get("model") == model:
+            log.info("%s: %s %s is up to date", run_dir, name, setting.name)
+            return existing
+        task, backbone, s = module.task, module.backbone, self.settings
+        directory = images_dir(run_dir, name, setting.name)
+        _claim(directory, {"spec_hash": digest, "model": model})
+        count = len(batch["captions"])
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        for first in tqdm(range(0, count, s.batch_size), desc=f"{run_dir.name} {name} {setting.name}", unit="batch"):
+            chunk = to_device(batch_slice(batch, first, first + s.batch_size), self.device)
+            images = sample_task(backbone, task, chunk, setting.sampler == "student", setting.nfe, setting.guidance,
+                                 bench.config.seed + first)
+            write_pngs(images * 2 - 1, directory, first)
+            scores = task.condition_metrics(images, to_device(chunk, "cpu"))
+            truth = task.ground_truth(chunk)
+            if truth is not None:
+                scores.update(restoration_metrics(images, (truth.float().cpu() + 1) / 2, lpips=self._lpips()))
+            for key, value in scores.items():
+                if isinstance(value, (int, float)):
+                    totals[key] = totals.get(key, 0.0) + float(value) * images.shape[0]
+        generation = time.perf_counter() - start
+        files = [image_path(directory, i) for i in range(count)]
+        scores = self.score(bench, files, list(batch["captions"]), reference)
+        restoration = {k: v / count for k, v in totals.items()}
+        if task.has_ground_truth and "lpips" not in restoration:
+            restoration["lpips"] = None
+        result = {
+            "kind": RESULT_KIND, **_run_fields(run_dir), "task": task.name,
+            "benchmark": name, "setting": setting.name, "sampler": setting.sampler, "nfe": setting.nfe,
+            "guidance": setting.guidance, "fid": scores["fid"], "clip_score": scores["clip_score"],
+            "restoration": restoration, "num_images": count, "images_generated": count,
+            "wall_time_s": {"generation": generation, "fid": scores["fid_s"], "clip": scores["clip_s"],
+                            "total": time.perf_counter() - start},
+            "spec_hash": digest, "protocol_hash": protocol_hash(spec), "spec": spec, "model": model,
+            "prompts": {"source": "held-out conditions", "keys_sha256": sha256_json(list(batch["key"]))},
+            "images": str(directory),
+            "versions": {p: version(p) for p in ("torch", "diffusers", "clean-fid", "open_clip_torch", "torchmetrics")},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if self._lpips() is None and task.has_ground_truth:
+            result["lpips_note"] = self._lpips_note
+        write_json_atomic(out, result)
+        log.info("%s: %s %s FID %.4f CLIP %.4f %s", run_dir, name, setting.name, result["fid"],
+                 result["clip_score"], restoration)
+        return result
+
+    def _lpips(self) -> torch.nn.Module | None:
+        """torchmetrics' LPIPS when the VGG16 weights are on this machine (built once), else None."""
+        if self._lpips_note is None:
+            from flash_exp.metrics.restoration import LpipsUnavailable, build_lpips
+
+            try:
+                self._lpips_net, self._lpips_note = build_lpips().to(self.device), ""
+            except LpipsUnavailable as err:
+                self._lpips_net, self._lpips_note = None, f"LPIPS skipped: {err}"
+        return self._lpips_net
+
+
+def write_pngs(images: torch.Tensor, directory: Path, first: int = 0) -> list[Path]:
+    """(B, 3, H, W) images in [-1, 1] as ``<directory>/<first + i>.png``; returns the paths."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    files = []
+    for i, array in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
+        path = image_path(directory, first + i)
+        write_png_atomic(Image.fromarray(array), path)
+        files.append(path)
+    return files
 
 
 def _run_fields(run_dir: Path) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class Row:
     run: str
     sweep: str | None
     overrides: dict[str, str]
+    restoration: dict[str, float | None] = field(default_factory=dict)  # conditional tasks' scores
     rank: int = 1
     of: int = 1
 
@@ -137,7 +138,8 @@ def build_tables(results: Iterable[dict[str, Any]], runs_dir: Path) -> list[Tabl
         overrides = run_overrides(Path(r["run"])) if r["sampler"] == "student" else {}
         table.rows.append(Row(_label(r, runs_dir), r["sampler"], int(r["nfe"]), float(r["guidance"]),
                               float(r["fid"]), float(r["clip_score"]), int(r["num_images"]), r["spec_hash"],
-                              r["run"], r.get("sweep") if r["sampler"] == "student" else None, overrides))
+                              r["run"], r.get("sweep") if r["sampler"] == "student" else None, overrides,
+                              dict(r.get("restoration") or {})))
     for table in tables.values():
         _label_sweep_jobs(table.rows)
         groups: dict[str, list[Row]] = defaultdict(list)
@@ -229,7 +231,8 @@ def sweep_panels(table: Table, sweep: str) -> bytes | None:
 def _protocol_line(p: dict[str, Any], protocol_hash: str) -> str:
     fid, clip = p["fid"], p["clip"]
     prefix = f', prefix "{clip["text_prefix"]}"' if clip["text_prefix"] else ""
-    return (f"{p['num_images']} images, eval_res {p['eval_res']} ({p['resize']}), seed {p['seed']}; "
+    task = f"task {p['task']}, held-out conditions; " if p.get("task") else ""
+    return (f"{task}{p['num_images']} images, eval_res {p['eval_res']} ({p['resize']}), seed {p['seed']}; "
             f"FID {fid['implementation']} {fid['mode']}, features {fid['features']['name']} "
             f"({fid['features']['weights_sha256'][:8]}), reference {fid['reference']['count']} images; "
             f"CLIP {clip['model']}/{clip['pretrained']} ({clip['weights_sha256'][:8]}{prefix}); "
@@ -238,11 +241,23 @@ def _protocol_line(p: dict[str, Any], protocol_hash: str) -> str:
 
 COLUMNS = ("rank", "model", "sampler", "NFE", "CFG", "FID", "CLIP", "images", "spec")
 ANCHOR_COLUMNS = ("model", "NFE", "FID", "CLIP", "source")
+RESTORATION_ORDER = ("psnr", "ssim", "lpips")  # then the task's condition scores, by name
 
 
-def _cells(row: Row) -> list[str]:
+def restoration_columns(table: Table) -> list[str]:
+    """The restoration scores present in ``table`` (conditional tasks): PSNR, SSIM, LPIPS first."""
+    names = {k for row in table.rows for k in row.restoration}
+    return [n for n in RESTORATION_ORDER if n in names] + sorted(names - set(RESTORATION_ORDER))
+
+
+def table_columns(table: Table) -> list[str]:
+    return [*COLUMNS[:7], *restoration_columns(table), *COLUMNS[7:]]
+
+
+def _cells(row: Row, restoration: Sequence[str] = ()) -> list[str]:
+    scores = ["-" if row.restoration.get(n) is None else f"{row.restoration[n]:.4f}" for n in restoration]
     return [f"{row.rank}/{row.of}", row.label, row.sampler, str(row.nfe), f"{row.guidance:g}", f"{row.fid:.3f}",
-            f"{row.clip:.4f}", str(row.num_images), row.spec_hash[:12]]
+            f"{row.clip:.4f}", *scores, str(row.num_images), row.spec_hash[:12]]
 
 
 def _anchor_cells(a: Anchor) -> list[str]:
@@ -277,7 +292,8 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
         lines += [f"## {bench}", ""]
         for table in (t for t in tables if t.benchmark == bench):
             lines += [f"Protocol: {_protocol_line(table.protocol, table.protocol_hash)}", ""]
-            lines += _md_table(COLUMNS, (_cells(r) for r in table.rows)) + [""]
+            extra = restoration_columns(table)
+            lines += _md_table(table_columns(table), (_cells(r, extra) for r in table.rows)) + [""]
         bench_anchors = [a for a in anchors if a.benchmark == bench]
         if bench_anchors:
             lines += ["Published anchors (not measured here; their protocol is not fully published):", ""]
@@ -311,7 +327,8 @@ def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Se
         for table in (t for t in tables if t.benchmark == bench):
             parts.append(f"<p class='protocol'>Protocol: "
                          f"{html.escape(_protocol_line(table.protocol, table.protocol_hash))}</p>")
-            parts.append(_html_table(COLUMNS, (_cells(r) for r in table.rows)))
+            extra = restoration_columns(table)
+            parts.append(_html_table(table_columns(table), (_cells(r, extra) for r in table.rows)))
             parts.append(_img(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 png = sweep_panels(table, sweep)

@@ -63,6 +63,7 @@ class Backbone(nn.Module, abc.ABC):
         self.student_samples = 0
         self._compiled_forward = None  # set by compile_teacher
         self._offload_to: torch.device | None = None  # set by offload_frozen
+        self._frozen_visits = 0  # open frozen_on_device blocks
 
     # ------------------------------------------------------------------ conditions
     @abc.abstractmethod
@@ -72,6 +73,26 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def null_condition(self, batch_size: int) -> Condition:
         """The unconditional branch of CFG: empty prompt, zero embedding or negative prompt."""
+
+    # ------------------------------------------------------------------ task conditioning
+    # What a conditional task adds to a text condition, in the family's own denoiser arguments. Extra
+    # input channels need nothing here: ``Condition.concat`` is appended to x_t by :meth:`denoise`.
+    def extra_input_channels(self) -> int:
+        """Input channels of the denoiser beyond the latents: what ``Condition.concat`` must carry."""
+        return 0
+
+    def add_context_tokens(self, cond: Condition, tokens: torch.Tensor) -> Condition:
+        """``cond`` with ``tokens`` (B, N, D) appended to the cross-attention context (image prompts)."""
+        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no extra context tokens")
+
+    def add_adapter_residuals(self, cond: Condition, residuals: list[torch.Tensor]) -> Condition:
+        """``cond`` with T2I-Adapter residuals (one (B, C_i, h_i, w_i) tensor per down block)."""
+        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no T2I-Adapter residuals")
+
+    def add_class_labels(self, cond: Condition, labels: torch.Tensor) -> Condition:
+        """``cond`` with class labels (B,) for the denoiser's class embedding (e.g. the x4 upscaler's
+        noise level)."""
+        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no class labels")
 
     # ------------------------------------------------------------------ latents
     @abc.abstractmethod
@@ -95,15 +116,18 @@ class Backbone(nn.Module, abc.ABC):
 
     @contextlib.contextmanager
     def frozen_on_device(self) -> Iterator[None]:
-        """Inside the block the offloaded encoders are on the compute device; a no-op without offload."""
-        if self._offload_to is None:
+        """Inside the block the offloaded encoders are on the compute device; a no-op without offload.
+        Blocks nest (a task's ``prepare`` inside a sample grid's): only the outermost moves weights."""
+        if self._offload_to is None or self._frozen_visits > 0:
             yield
             return
         for module in self.frozen_modules():
             module.to(self._offload_to)
+        self._frozen_visits += 1
         try:
             yield
         finally:
+            self._frozen_visits -= 1
             for module in self.frozen_modules():
                 module.to("cpu")
 

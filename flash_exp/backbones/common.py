@@ -164,6 +164,11 @@ class DiffusersBackbone(Backbone):
         z = latents / vae.config.scaling_factor + shift
         return vae.decode(z.to(vae.dtype)).sample.float()
 
+    def extra_input_channels(self) -> int:
+        """The denoiser's ``in_channels`` minus the VAE's latent channels (inpainting UNets: 5, the x4
+        upscaler: 3, text to image: 0)."""
+        return int(self.base_denoiser.config.in_channels) - int(self.vae.config.latent_channels)
+
     # ------------------------------------------------------------------ denoiser
     def _set_adapter(self, enabled: bool) -> None:
         for layer in self._lora_layers:

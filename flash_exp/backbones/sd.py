@@ -68,8 +68,30 @@ class StableDiffusionBackbone(DiffusersBackbone):
 
     _nonzero_null_keys: tuple[str, ...] = ()
 
+    # ------------------------------------------------------------------ task conditioning
+    def add_context_tokens(self, cond: Condition, tokens: torch.Tensor) -> Condition:
+        """Tokens appended to ``encoder_hidden_states``: the UNet cross-attends to any sequence length."""
+        states = cond.kwargs["encoder_hidden_states"]
+        if tokens.shape[-1] != states.shape[-1]:
+            raise ValueError(f"context tokens of width {tokens.shape[-1]} do not match the text states' "
+                             f"width {states.shape[-1]} (cross_attention_dim of this UNet)")
+        kwargs = dict(cond.kwargs, encoder_hidden_states=torch.cat([states, tokens.to(states)], dim=1))
+        return Condition(kwargs=kwargs, concat=cond.concat)
+
+    def add_adapter_residuals(self, cond: Condition, residuals: list[torch.Tensor]) -> Condition:
+        """``down_intrablock_additional_residuals`` of ``UNet2DConditionModel`` (T2I-Adapter). The UNet
+        pops this list while it runs; :meth:`_forward_denoiser` hands it a copy on every call."""
+        kwargs = dict(cond.kwargs, down_intrablock_additional_residuals=list(residuals))
+        return Condition(kwargs=kwargs, concat=cond.concat)
+
+    def add_class_labels(self, cond: Condition, labels: torch.Tensor) -> Condition:
+        if self.unet.class_embedding is None:
+            raise ValueError("this UNet has no class embedding (num_class_embeds / class_embed_type unset)")
+        return Condition(kwargs=dict(cond.kwargs, class_labels=labels.long()), concat=cond.concat)
+
     # ------------------------------------------------------------------ denoiser
     def _forward_denoiser(self, x: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
+        # cast_floats copies dicts and lists, so the residual list the UNet pops is never the condition's
         return self.unet(x, t, return_dict=False, **cast_floats(cond.kwargs, self.dtype))[0]
 
     def feature_shape(self) -> tuple[int, int]:

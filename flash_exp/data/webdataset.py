@@ -10,10 +10,17 @@ consumed and sees the same batches an uninterrupted run would.
 :class:`CachedLatentStream` reads the shards that ``python -m flash_exp.data.cache_latents`` writes
 (``pth``: the VAE latents and the text embeddings of one sample; ``json``: caption, aesthetic score
 and the backbone that encoded them) through the same stream, so training skips both encoders.
+
+A task's per-sample hook (``transform``, a :class:`flash_exp.tasks.base.SampleTransform`) reads its
+fields from the raw sample (``read``: e.g. a reference image; a sample it rejects is skipped and
+counted) and adds its random inputs (masks, degradations, edge maps) with a generator seeded by
+(seed, rank, worker role, position of the sample in its stream): the same sample position always
+gets the same inputs, so resume stays exact, and samples of skipped batches cost no task work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -65,6 +72,7 @@ class CaptionedImageStream(IterableDataset):
         resampled: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        transform=None,
     ):
         super().__init__()
         if not shards:
@@ -81,6 +89,7 @@ class CaptionedImageStream(IterableDataset):
         self.crop_size = crop_size
         self.resampled = resampled
         self.rank, self.world_size = rank, world_size
+        self.transform = transform  # the task's SampleTransform, or None (text to image)
         self.start_batch = 0  # batches already consumed (all workers together), set on resume
         self.counters = StreamCounters()
 
@@ -117,19 +126,45 @@ class CaptionedImageStream(IterableDataset):
             self.counters.skipped += 1
             log.warning("skipping sample %s: undecodable image (%s)", key, exn)
             return None
-        return {"pixels": pixels, "caption": caption, "aesthetic_score": score}
+        item = {"pixels": pixels, "caption": caption, "aesthetic_score": score}
+        if self.transform is not None:
+            extra = self.transform.read(sample, meta)
+            if extra is None:
+                self.counters.skipped += 1
+                log.warning("skipping sample %s: it lacks what the task needs", key)
+                return None
+            item.update(extra)
+        return item
 
-    def _collate(self, items: list[dict]) -> dict:
-        return {"pixels": torch.stack([b["pixels"] for b in items]), "captions": [b["caption"] for b in items]}
+    def task_generator(self, role: int, num_workers: int, position: int) -> torch.Generator:
+        """The generator of the task inputs of the sample at ``position`` in the stream of ``role``."""
+        digest = hashlib.sha256(f"{self.seed}-{self.rank}-{role}/{num_workers}-{position}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+    def collate(self, items: list[dict]) -> dict:
+        """One batch: ``pixels`` (B, 3, R, R), ``captions`` and the task's per-sample inputs, each
+        stacked under its own key."""
+        out: dict = {"pixels": torch.stack([b["pixels"] for b in items]), "captions": [b["caption"] for b in items]}
+        for key in items[0]:
+            if key not in ("pixels", "caption", "aesthetic_score"):
+                values = [item[key] for item in items]
+                out[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+        return out
 
     def one_pass(self) -> Iterator[dict]:
         """Every usable sample of the shards once, in shard order, unshuffled: ``_decode``'s dict plus
-        ``key`` (the sample's ``__key__``)."""
+        ``key`` (the sample's ``__key__``), with the task's inputs drawn by :meth:`task_generator`
+        (role 0 of 1) at the sample's position."""
         raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in self.shards))
+        position = 0
         for sample in raw:
             item = self._decode(sample)
-            if item is not None:
-                yield {"key": sample["__key__"], **item}
+            if item is None:
+                continue
+            if self.transform is not None:
+                item = self.transform(item, self.task_generator(0, 1, position))
+            position += 1
+            yield {"key": sample["__key__"], **item}
 
     # ------------------------------------------------------------------ stream
     def _worker(self) -> tuple[int, int]:
@@ -164,17 +199,23 @@ class CaptionedImageStream(IterableDataset):
         role = (worker + self.start_batch) % num_workers
         skip = max(0, (self.start_batch - role + num_workers - 1) // num_workers)
         batch: list[dict] = []
+        position = 0  # usable samples so far in this stream (the task generator's index)
         for sample in self._samples(role, num_workers):
             item = self._decode(sample)
             if item is None:
                 continue
             batch.append(item)
+            position += 1
             if len(batch) == self.batch_size:
                 if skip > 0:
                     skip -= 1
                 else:
+                    if self.transform is not None:
+                        first = position - len(batch)
+                        batch = [self.transform(b, self.task_generator(role, num_workers, first + i))
+                                 for i, b in enumerate(batch)]
                     yield {
-                        **self._collate(batch),
+                        **self.collate(batch),
                         "stream": torch.tensor(role),
                         "skipped": torch.tensor(self.counters.skipped),
                         "filtered": torch.tensor(self.counters.filtered),
@@ -225,7 +266,7 @@ class CachedLatentStream(CaptionedImageStream):
         payload = torch.load(io.BytesIO(sample["pth"]), map_location="cpu", weights_only=True)
         return {"latents": payload["latents"], "condition": payload["condition"], "caption": meta["caption"]}
 
-    def _collate(self, items: list[dict]) -> dict:
+    def collate(self, items: list[dict]) -> dict:
         return {"latents": torch.stack([b["latents"] for b in items]),
                 "condition": stack_tree([b["condition"] for b in items]),
                 "captions": [b["caption"] for b in items]}

@@ -70,6 +70,12 @@ def load_backbone(run_dir: Path) -> BackboneConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneConfig), plain))  # type: ignore[return-value]
 
 
+def run_task(run_dir: Path) -> str:
+    """The run's task name (``t2i`` for runs whose config predates tasks)."""
+    cfg = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    return str(OmegaConf.select(cfg, "task.name", default="t2i"))
+
+
 def sweep_dir(run_dir: Path) -> Path | None:
     """The sweep directory holding ``run_dir`` as a job, or None for a single run."""
     parent = Path(run_dir).parent

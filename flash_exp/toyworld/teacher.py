@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
+    DiffusionPipeline,
     DPMSolverMultistepScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
@@ -273,9 +274,14 @@ def save_teacher(out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    # the UNet is stored in half precision to keep the shipped assets small (diffusers loads it as
-    # float32); the returned pipeline holds the same rounded weights, so it is the saved teacher
-    unet.half().save_pretrained(out_dir / "unet", safe_serialization=True)
-    unet.float()
+    save_pipeline(pipe, out_dir)
     return pipe
+
+
+def save_pipeline(pipe: DiffusionPipeline, out_dir: Path) -> None:
+    """``pipe.save_pretrained`` (safetensors) with the UNet stored in half precision, which keeps the
+    shipped assets small (diffusers loads it as float32). The UNet in ``pipe`` is rounded the same
+    way, so ``pipe`` stays the saved model."""
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    pipe.unet.half().save_pretrained(out_dir / "unet", safe_serialization=True)
+    pipe.unet.float()

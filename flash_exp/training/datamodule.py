@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from flash_exp.config import TrainConfig
 from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
+from flash_exp.tasks import build_sample_transform
 
 
 class FlashDataModule(L.LightningDataModule):
@@ -23,8 +24,10 @@ class FlashDataModule(L.LightningDataModule):
                       world_size=world_size)
         if d.cached:
             return CachedLatentStream(list(d.shards), {"family": b.family, "resolution": b.resolution}, **common)
+        # the task's per-sample inputs (masks, low-res images, edge maps, references)
         return CaptionedImageStream(shards=list(d.shards), resolution=b.resolution, image_keys=d.image_key,
-                                    caption_key=d.caption_key, crop_size=d.crop_size, **common)
+                                    caption_key=d.caption_key, crop_size=d.crop_size,
+                                    transform=build_sample_transform(self.cfg.task, b.resolution), **common)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -1,4 +1,10 @@
-"""Sample grids: the student at each NFE beside the teacher at its own budget, same prompts and seeds."""
+"""Sample grids: the student at each NFE beside the teacher at its own budget, same prompts and seeds.
+
+Text to image samples through the backbone's diffusers pipeline. A conditional task samples through
+:func:`sample_conditional` (the backbone interface and the family's own schedulers) with the very
+conditions ``task.prepare`` builds for training, and its grid shows the condition images above the
+samples (masked input, low-res input, edge map, reference) and the ground truth below them.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,99 @@ def viewing_scale(side: int, min_side: int = 128) -> int:
     return max(1, -(-min_side // side))
 
 
+@torch.no_grad()
+def sample_conditional(backbone: Backbone, cond, null, latent_shape: tuple[int, ...], student: bool, steps: int,
+                       guidance: float, seed: int) -> torch.Tensor:
+    """Images (B, 3, R, R) in [0, 1] sampled with ``cond`` (and ``null`` for CFG when ``guidance > 1``).
+
+    The student uses its few-step scheduler without CFG (LoRA on); the teacher its sampling scheduler
+    (LoRA off). Sample i starts from noise seeded ``seed + i``, as :func:`sample_images`.
+    """
+    from flash_exp.method.distiller import guided_output
+
+    device = next(backbone.denoiser.parameters()).device
+    sched = backbone.make_scheduler("student" if student else "teacher_sampling")
+    sched.set_timesteps(steps, device=device)
+    b = latent_shape[0]
+    x = torch.stack([torch.randn(latent_shape[1:], generator=torch.Generator().manual_seed(seed + i))
+                     for i in range(b)]).to(device)
+    x = x * getattr(sched, "init_noise_sigma", 1.0)
+    generator = torch.Generator().manual_seed(seed)
+    with backbone.adapter(student):
+        for t in sched.timesteps:
+            model_in = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
+            tt = t.reshape(1).expand(b).to(device)
+            if not student and guidance > 1.0:
+                out = guided_output(backbone, model_in, tt, cond, null, guidance)
+            else:
+                out = backbone.denoise(model_in, tt, cond)
+            step_kw = {"generator": generator} if "generator" in _step_params(sched) else {}
+            x = sched.step(out, t, x, return_dict=False, **step_kw)[0]
+    images = (backbone.decode_latents(x).float().clamp(-1, 1) + 1) / 2
+    return images.cpu()
+
+
+def _step_params(sched) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(sched.step).parameters)
+
+
+def write_task_grid(backbone: Backbone, task, batch: dict, nfe: list[int], path: Path, seed: int = 0) -> dict:
+    """A conditional task's grid, one column per condition: condition rows, the student at each NFE
+    (no CFG), the teacher at its budget (CFG), then the ground truth when there is one. Writes the
+    scores of each sampler row (``task.condition_metrics`` and PSNR / SSIM against the ground truth)
+    to ``<path>.json``."""
+    import json
+
+    from flash_exp.metrics.restoration import psnr, ssim, to_device
+
+    device = next(backbone.denoiser.parameters()).device
+    batch = to_device(task.grid_batch(batch), device)
+    prepared = task.prepare(batch, backbone)
+    shape = tuple(prepared.latents.shape)
+    rows, labels, scores = [], [], {}
+    for label, images in task.grid_inputs(batch):
+        rows.append(((images.float().cpu().clamp(-1, 1)) + 1) / 2)
+        labels.append(label)
+    truth = task.ground_truth(batch)
+    ts = backbone.cfg.teacher_sampling
+    samplers = [(f"student {n} NFE", True, n, 0.0) for n in nfe]
+    samplers.append((f"teacher {ts.steps} steps, CFG {ts.guidance}", False, ts.steps, ts.guidance))
+    for label, student, steps, guidance in samplers:
+        images = sample_conditional(backbone, prepared.condition, prepared.null_condition, shape, student, steps,
+                                    guidance, seed)
+        row = {k: round(v, 4) for k, v in task.condition_metrics(images, to_device(batch, "cpu")).items()}
+        if truth is not None:
+            target = (truth.float().cpu() + 1) / 2
+            row.update(psnr=round(psnr(images, target), 4), ssim=round(ssim(images, target), 4))
+        rows.append(images)
+        labels.append(label)
+        scores[label] = row
+    if truth is not None:
+        rows.append((truth.float().cpu().clamp(-1, 1) + 1) / 2)
+        labels.append("ground truth")
+    save_grid(torch.cat(rows), path, shape[0])
+    captions = list(batch["captions"])
+    path.with_suffix(".txt").write_text(
+        f"task: {task.name}\nrows: " + " | ".join(labels) + "\ncolumns: " + " | ".join(captions)
+        + f"\nseeds: {seed}..{seed + shape[0] - 1}\n"
+    )
+    path.with_suffix(".json").write_text(json.dumps({"task": task.name, "rows": labels, "captions": captions,
+                                                     "scores": scores}, indent=2) + "\n")
+    return {"rows": labels, "prompts": captions, "scores": scores}
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
+    """Save (N, 3, R, R) images in [0, 1] as a PNG grid of ``columns`` columns, enlarged by
+    :func:`viewing_scale`."""
+    scale = viewing_scale(images.shape[-1])
+    if scale > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=columns, padding=2, pad_value=1.0)
+
+
 def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Path, seed: int = 0) -> dict:
     """One row per sampler (student at each NFE without CFG, then the teacher's full budget with CFG).
 
@@ -42,12 +141,7 @@ def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Pat
     ts = cfg.teacher_sampling
     rows.append(sample_images(backbone, prompts, False, ts.steps, ts.guidance, seed, cfg.resolution))
     labels.append(f"teacher {ts.steps} steps, CFG {ts.guidance}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = torch.cat(rows)
-    scale = viewing_scale(images.shape[-1])
-    if scale > 1:
-        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    save_image(images, path, nrow=len(prompts), padding=2, pad_value=1.0)
+    save_grid(torch.cat(rows), path, len(prompts))
     path.with_suffix(".txt").write_text(
         "rows: " + " | ".join(labels) + "\ncolumns: " + " | ".join(prompts) + f"\nseeds: {seed}..{seed + len(prompts) - 1}\n"
     )
@@ -55,16 +149,29 @@ def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Pat
 
 
 class SampleGridCallback(L.Callback):
-    """Writes ``samples/step_XXXXXX.png`` every ``every`` steps and at the end of training."""
+    """Writes ``samples/step_XXXXXX.png`` every ``every`` steps and at the end of training.
+
+    For a conditional task the columns are the first ``task.num_grid_samples`` samples of
+    ``task.grid_shards`` (or the training shards) with their task inputs, fixed for the whole run.
+    """
 
     def __init__(self, directory: Path, prompts: list[str], nfe: list[int], every: int, seed: int):
         self.directory, self.prompts, self.nfe, self.every, self.seed = directory, prompts, nfe, every, seed
+        self._task_batch: dict | None = None
 
     @rank_zero_only
     def _write(self, pl_module: L.LightningModule, step: int) -> None:
-        backbone = pl_module.backbone
+        path = self.directory / f"step_{step:06d}.png"
+        backbone, task = pl_module.backbone, getattr(pl_module, "task", None)
         with backbone.frozen_on_device():
-            write_grid(backbone, self.prompts, self.nfe, self.directory / f"step_{step:06d}.png", self.seed)
+            if task is not None and task.name != "t2i":
+                if self._task_batch is None:
+                    from flash_exp.metrics.restoration import grid_batch
+
+                    self._task_batch = grid_batch(pl_module.cfg, task)
+                write_task_grid(backbone, task, self._task_batch, self.nfe, path, self.seed)
+            else:
+                write_grid(backbone, self.prompts, self.nfe, path, self.seed)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
