@@ -87,7 +87,8 @@ def load_anchors(path: Path = PUBLISHED_FILE) -> list[Anchor]:
 
 def _label(result: dict[str, Any], runs_dir: Path) -> str:
     if result["sampler"] == "teacher":
-        return f"teacher {Path(str(result['model']['pretrained'])).name}"
+        name = Path(str(result["model"]["pretrained"])).name
+        return name if "teacher" in name.lower() else f"teacher {name}"
     run = Path(result["run"])
     try:
         return str(run.resolve().relative_to(runs_dir.resolve()))
@@ -103,10 +104,18 @@ def _sorted_values(values: Iterable[str]) -> list[str]:
         return unique
 
 
+def job_order(row: Row) -> tuple[int, str]:
+    """Sweep jobs in launch order (``<sweep>/<job number>``), which is the order of the swept values."""
+    name = Path(row.run).name
+    return (int(name), "") if name.isdigit() else (1 << 30, name)
+
+
 def swept_axes(rows: Sequence[Row]) -> dict[str, list[str]]:
-    """Override keys whose value differs between the jobs of ``rows`` -> their values, sorted."""
-    keys = sorted({k for row in rows for k in row.overrides})
-    values = {k: [row.overrides.get(k, "(default)") for row in rows] for k in keys}
+    """Override keys whose value differs between the jobs of ``rows`` -> their values: numbers sorted,
+    anything else in the order the sweep launched them."""
+    ordered = sorted(rows, key=job_order)
+    keys = sorted({k for row in ordered for k in row.overrides})
+    values = {k: [row.overrides.get(k, "(default)") for row in ordered] for k in keys}
     return {k: _sorted_values(v) for k, v in values.items() if len(set(v)) > 1}
 
 
@@ -228,6 +237,33 @@ def sweep_panels(table: Table, sweep: str) -> bytes | None:
 
 
 # ---------------------------------------------------------------------------------------------- text
+def sweep_summary(table: Table, sweep: str) -> tuple[list[str], list[list[str]]]:
+    """The Markdown panel of a sweep: one row per job, in launch order; its swept values, then FID and
+    CLIP at each NFE (header, rows)."""
+    rows = [r for r in table.rows if r.sweep == sweep]
+    axes_values = swept_axes(rows)
+    nfes = sorted({r.nfe for r in rows})
+    jobs: dict[str, dict[int, Row]] = defaultdict(dict)
+    for row in rows:
+        jobs[row.run][row.nfe] = row
+
+    header = [*axes_values, *(f"FID {n} NFE" for n in nfes), *(f"CLIP {n} NFE" for n in nfes)]
+    body = []
+    for run in sorted(jobs, key=lambda run: job_order(next(iter(jobs[run].values())))):
+        by_nfe, first = jobs[run], next(iter(jobs[run].values()))
+        body.append([*(first.overrides.get(key, "(default)") for key in axes_values),
+                     *(f"{by_nfe[n].fid:.3f}" if n in by_nfe else "-" for n in nfes),
+                     *(f"{by_nfe[n].clip:.4f}" if n in by_nfe else "-" for n in nfes)])
+    return header, body
+
+
+def _sweep_title(sweep: str, runs_dir: Path) -> str:
+    try:
+        return str(Path(sweep).resolve().relative_to(runs_dir.resolve()))
+    except ValueError:
+        return sweep
+
+
 def _protocol_line(p: dict[str, Any], protocol_hash: str) -> str:
     fid, clip = p["fid"], p["clip"]
     prefix = f', prefix "{clip["text_prefix"]}"' if clip["text_prefix"] else ""
@@ -294,6 +330,9 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
             lines += [f"Protocol: {_protocol_line(table.protocol, table.protocol_hash)}", ""]
             extra = restoration_columns(table)
             lines += _md_table(table_columns(table), (_cells(r, extra) for r in table.rows)) + [""]
+            for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
+                header, body = sweep_summary(table, sweep)
+                lines += [f"### Sweep `{_sweep_title(sweep, runs_dir)}`", ""] + _md_table(header, body) + [""]
         bench_anchors = [a for a in anchors if a.benchmark == bench]
         if bench_anchors:
             lines += ["Published anchors (not measured here; their protocol is not fully published):", ""]

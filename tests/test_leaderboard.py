@@ -6,7 +6,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from flash_exp.leaderboard import build_tables, load_anchors, sweep_panels, swept_axes, write_leaderboard
+from flash_exp.leaderboard import (
+    build_tables,
+    load_anchors,
+    sweep_panels,
+    sweep_summary,
+    swept_axes,
+    write_leaderboard,
+)
 from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.results import (
     RESULT_KIND,
@@ -96,6 +103,14 @@ def test_a_sweep_gets_one_panel_per_swept_axis(tmp_path):
                                       "phases.k": ["[16,16,16,16]", "[32,32,32,32]"]}
     png = sweep_panels(table, str(sweep))
     assert png is not None and png.startswith(b"\x89PNG")
-    _, html_path = write_leaderboard(tmp_path / "runs", tmp_path / "board")
+    md_path, html_path = write_leaderboard(tmp_path / "runs", tmp_path / "board")
     page = html_path.read_text()
     assert "Sweep " in page and page.count("data:image/png;base64,") == 2
+    # the Markdown panel: one row per job in launch order (not by FID), FID per NFE
+    header, body = sweep_summary(table, str(sweep))
+    assert header == ["loss.distill.type", "phases.k", "FID 1 NFE", "FID 2 NFE", "CLIP 1 NFE", "CLIP 2 NFE"]
+    assert [row[:4] for row in body] == [["l2", "[16,16,16,16]", "11.000", "12.000"],
+                                         ["l1", "[16,16,16,16]", "12.000", "13.000"],
+                                         ["l2", "[32,32,32,32]", "13.000", "14.000"],
+                                         ["l1", "[32,32,32,32]", "14.000", "15.000"]]
+    assert "### Sweep `sweeps/2025-01-01_00-00-00`" in md_path.read_text()
