@@ -330,7 +330,7 @@ class Evaluator:
         results = []
         for name in s.eval.benchmarks:
             bench = self.prepare(name)
-            batch = held_out_conditions(cfg, module.task, bench.config.num_images, seed=bench.config.seed)
+            batch = held_out_conditions(cfg, bench.config.num_images, seed=bench.config.seed)
             captions = list(batch["captions"])
             truth_dir = Path(run_dir) / EVAL_DIR / name / "ground_truth"
             truth_files = write_pngs(batch["pixels"], truth_dir)

@@ -512,11 +512,12 @@ def test_the_toy_task_builder_runs_quick(tmp_path):
     assert (root / "tasks" / "faceswap" / "image_encoder" / "config.json").is_file()
 
 
-TOY_THRESHOLDS = {  # what "the student follows the condition" means on the toy world, at 2 NFE
-    "inpainting": ("psnr_unmasked", 20.0),
-    "superres": ("psnr_lowres_consistency", 22.0),
-    "adapter_canny": ("edge_f1", 0.5),
-    "faceswap": ("psnr_unmasked", 20.0),
+TOY_MARGINS = {  # the condition score of the student at 2 NFE must beat that of an image that ignores the
+    # condition (the ground truth of another held-out sample) by this much: "it follows the condition"
+    "inpainting": ("psnr_unmasked", 4.0),
+    "superres": ("psnr_lowres_consistency", 4.0),
+    "adapter_canny": ("edge_f1", 0.1),
+    "faceswap": ("psnr_unmasked", 4.0),
 }
 
 
@@ -529,8 +530,10 @@ def toy_tasks_built() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not toy_tasks_built(), reason="the toy task teachers are not built "
                                                   "(python -m flash_exp.toyworld.tasks)")
-@pytest.mark.parametrize("task", sorted(TOY_THRESHOLDS))
+@pytest.mark.parametrize("task", sorted(TOY_MARGINS))
 def test_the_toy_student_follows_its_condition(task, tmp_path):
+    from flash_exp.metrics.restoration import grid_batch
+    from flash_exp.tasks import build_task
     from flash_exp.train import train
 
     cfg = validate(compose(["backbone=toy", f"task={task}", "phases.iterations=[10,10,10,10]", "trainer.max_steps=40",
@@ -539,8 +542,10 @@ def test_the_toy_student_follows_its_condition(task, tmp_path):
                             "task.num_grid_samples=8"]))
     train(cfg, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "samples" / "step_000040.json").read_text())
-    key, threshold = TOY_THRESHOLDS[task]
-    assert record["scores"]["student 2 NFE"][key] >= threshold, record["scores"]
+    key, margin = TOY_MARGINS[task]
+    batch = grid_batch(cfg)  # the grid's conditions
+    ignoring = build_task(cfg.task).condition_metrics((batch["pixels"].roll(1, 0) + 1) / 2, batch)[key]
+    assert record["scores"]["student 2 NFE"][key] >= ignoring + margin, (ignoring, record["scores"])
 
 
 # ------------------------------------------------------------------------------------ evaluation (slow)

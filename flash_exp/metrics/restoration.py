@@ -105,7 +105,7 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor, lpips: torch.n
 
 
 # ------------------------------------------------------------------------------------------ sampling
-def held_out_conditions(cfg, task, count: int, seed: int | None = None) -> dict:
+def held_out_conditions(cfg, count: int, seed: int | None = None) -> dict:
     """A batch of the first ``count`` usable samples of ``task.grid_shards`` (or the training shards),
     in file order, each once (fewer when the shards hold fewer), with the task's inputs (masks,
     degradations, edge maps) drawn from generators seeded by ``seed`` (default ``cfg.seed``) and the
@@ -127,9 +127,9 @@ def held_out_conditions(cfg, task, count: int, seed: int | None = None) -> dict:
     return stream.collate(items)
 
 
-def grid_batch(cfg, task, count: int | None = None) -> dict:
+def grid_batch(cfg, count: int | None = None) -> dict:
     """The conditions a sample grid shows: :func:`held_out_conditions` of ``task.num_grid_samples``."""
-    return held_out_conditions(cfg, task, count or cfg.task.num_grid_samples)
+    return held_out_conditions(cfg, count or cfg.task.num_grid_samples)
 
 
 def batch_digest(batch: dict) -> str:
@@ -174,7 +174,7 @@ def evaluate_task(backbone, task, cfg, student_nfe: list[int] | None = None, cou
     conditions: PSNR / SSIM / LPIPS against the ground truth when the task has one, and the task's
     condition metrics. JSON-ready: ``{"task", "count", "samplers": {name: {metric: value}}, ...}``."""
     device = next(backbone.denoiser.parameters()).device
-    batch = to_device(grid_batch(cfg, task, count), device)  # unswapped: face swapping has its ground truth
+    batch = to_device(grid_batch(cfg, count), device)  # unswapped: face swapping has its ground truth
     truth = task.ground_truth(batch)
     net = lpips
     notes = {}

@@ -167,11 +167,17 @@ def encode_mode(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
 
 def diffusion_loss(unet: UNet2DConditionModel, latents: torch.Tensor, concat: torch.Tensor | None,
                    states: torch.Tensor, generator: torch.Generator, snr_gamma: float = 5.0,
-                   **unet_kwargs) -> torch.Tensor:
-    """Epsilon MSE with min-SNR weighting (as the toy teacher) on [x_t, concat]."""
+                   cubic_timesteps: bool = False, **unet_kwargs) -> torch.Tensor:
+    """Epsilon MSE with min-SNR weighting (as the toy teacher) on [x_t, concat]. ``cubic_timesteps``:
+    t = (1 - u^3) T, most draws at high noise where the layout is decided (the T2I-Adapter recipe)."""
     scheduler = _SCHEDULER
     noise = torch.randn(latents.shape, generator=generator)
-    t = torch.randint(scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    steps = scheduler.config.num_train_timesteps
+    if cubic_timesteps:
+        u = torch.rand(latents.shape[0], generator=generator)
+        t = ((1 - u**3) * steps).long().clamp(max=steps - 1)
+    else:
+        t = torch.randint(steps, (latents.shape[0],), generator=generator)
     noisy = scheduler.add_noise(latents, noise, t)
     x = noisy if concat is None else torch.cat([noisy, concat], dim=1)
     prediction = unet(x, t, states, **unet_kwargs).sample
@@ -311,7 +317,8 @@ def build_adapter_canny(base: Base, data: ToyData, out: Path, settings: TaskBuil
         latents = mean[index] * scale
         states = text.lookup([data.captions[i] for i in index], torch.rand(len(index), generator=g) < 0.1)
         residuals = adapter(edges[index])
-        return diffusion_loss(base.unet, latents, None, states, g, down_intrablock_additional_residuals=residuals)
+        return diffusion_loss(base.unet, latents, None, states, g, cubic_timesteps=True,
+                              down_intrablock_additional_residuals=residuals)
 
     fit([(list(adapter.parameters()), 1e-3)], loss_fn, settings.adapter_steps, seed, "toy canny adapter")
     pipe = StableDiffusionAdapterPipeline(

@@ -168,7 +168,7 @@ class SampleGridCallback(L.Callback):
                 if self._task_batch is None:
                     from flash_exp.metrics.restoration import grid_batch
 
-                    self._task_batch = grid_batch(pl_module.cfg, task)
+                    self._task_batch = grid_batch(pl_module.cfg)
                 write_task_grid(backbone, task, self._task_batch, self.nfe, path, self.seed)
             else:
                 write_grid(backbone, self.prompts, self.nfe, path, self.seed)
