@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast eval toyworld lint bench ablation clean
+.PHONY: install train test test-fast eval toyworld toytasks lint bench ablation clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ eval: install
 
 toyworld: install
 	$(PY) -m flash_exp.toyworld $(ARGS)
+
+toytasks: install
+	$(PY) -m flash_exp.toyworld.tasks $(ARGS)
 
 bench: install
 	$(PY) -m flash_exp.bench $(ARGS)
