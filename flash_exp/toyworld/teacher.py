@@ -285,3 +285,7 @@ def save_pipeline(pipe: DiffusionPipeline, out_dir: Path) -> None:
     pipe.save_pretrained(out_dir, safe_serialization=True)
     pipe.unet.half().save_pretrained(out_dir / "unet", safe_serialization=True)
     pipe.unet.float()
+    for config in Path(out_dir).rglob("config.json"):  # no path of the build machine in shipped configs
+        fields = json.loads(config.read_text())
+        if fields.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
