@@ -237,17 +237,22 @@ class Evaluator:
                 "clip_s": time.perf_counter() - mid}
 
     # ------------------------------------------------------------------ runs
-    def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
-        """Every configured benchmark x sampler setting of ``run_dir``; returns the results."""
-        if run_task(run_dir) != "t2i":
-            return self.evaluate_task_run(Path(run_dir))
+    def run_models(self, run_dir: Path) -> tuple[BackboneConfig, dict[str, Any], dict[str, Any]]:
+        """The run's backbone config and what identifies its teacher and its student (the teacher
+        plus the exported LoRA's digest); raises when the run has no export."""
         backbone = load_backbone(run_dir)
         weights = student_file(run_dir)
         if weights is None:
             raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
         teacher = teacher_identity(backbone)
-        student = {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
-        pipelines = RunPipelines(backbone, weights.parent, self.device)
+        return backbone, teacher, {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
+
+    def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
+        """Every configured benchmark x sampler setting of ``run_dir``; returns the results."""
+        if run_task(run_dir) != "t2i":
+            return self.evaluate_task_run(Path(run_dir))
+        backbone, teacher, student = self.run_models(run_dir)
+        pipelines = RunPipelines(backbone, student_file(run_dir).parent, self.device)
         s = self.settings
         results = []
         for name in s.eval.benchmarks:
@@ -318,12 +323,7 @@ class Evaluator:
         from flash_exp.export import load_run
         from flash_exp.metrics.restoration import batch_digest, held_out_conditions
 
-        backbone_cfg = load_backbone(run_dir)
-        weights = student_file(run_dir)
-        if weights is None:
-            raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
-        teacher = teacher_identity(backbone_cfg)
-        student = {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
+        backbone_cfg, teacher, student = self.run_models(run_dir)
         cfg, module = load_run(run_dir)
         module = module.to(self.device).eval()
         s = self.settings

@@ -83,16 +83,16 @@ class Backbone(nn.Module, abc.ABC):
 
     def add_context_tokens(self, cond: Condition, tokens: torch.Tensor) -> Condition:
         """``cond`` with ``tokens`` (B, N, D) appended to the cross-attention context (image prompts)."""
-        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no extra context tokens")
+        raise ValueError(f"backbone family {self.cfg.family!r} takes no extra context tokens: see task.supported_families")
 
     def add_adapter_residuals(self, cond: Condition, residuals: list[torch.Tensor]) -> Condition:
         """``cond`` with T2I-Adapter residuals (one (B, C_i, h_i, w_i) tensor per down block)."""
-        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no T2I-Adapter residuals")
+        raise ValueError(f"backbone family {self.cfg.family!r} takes no T2I-Adapter residuals: see task.supported_families")
 
     def add_class_labels(self, cond: Condition, labels: torch.Tensor) -> Condition:
         """``cond`` with class labels (B,) for the denoiser's class embedding (e.g. the x4 upscaler's
         noise level)."""
-        raise NotImplementedError(f"backbone family {self.cfg.family!r} takes no class labels")
+        raise ValueError(f"backbone family {self.cfg.family!r} takes no class labels: see task.supported_families")
 
     # ------------------------------------------------------------------ latents
     @abc.abstractmethod
