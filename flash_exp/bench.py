@@ -82,7 +82,8 @@ def reference_config(pretrained: Path, *overrides: str) -> TrainConfig:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "backbone=sd15", f"backbone.pretrained={pretrained}", "backbone.resolution=32",
-            "backbone.lora.rank=16", "backbone.lora.alpha=16", "backbone.discriminator.channels=[64,128]",
+            "backbone.lora.rank=16", "backbone.lora.alpha=16", "backbone.discriminator.head=generic",
+            "backbone.discriminator.channels=[64,128]",
             "loss.distill.type=l2", "data.shards=[unused]", f"phases.k=[{K},{K},{K},{K}]", *overrides,
         ])
     return validate(cfg)

@@ -76,11 +76,23 @@ class TeacherSamplingConfig:
     guidance: float = 7.5
 
 
+DISCRIMINATOR_HEADS = ("flash_sd15", "flash_strided", "generic")
+DISCRIMINATOR_INPUTS = ("features", "output")
+
+
 @dataclass
 class DiscriminatorConfig:
-    """Discriminator head on frozen-teacher features taken by a forward hook on ``feature_module``."""
+    """Discriminator head on the frozen teacher at the re-noised sample.
 
+    ``input``: ``features``, the output of ``feature_module`` taken by a forward hook (a UNet block's
+    map, or a transformer block's image tokens), or ``output``, the teacher's own prediction (eps / v),
+    as the released Flash PixArt and Flash SD3 were trained. ``head``: the architecture, see
+    :mod:`flash_exp.method.discriminator`; ``channels`` its widths.
+    """
+
+    input: str = "features"
     feature_module: str = "mid_block"
+    head: str = "generic"
     channels: list[int] = field(default_factory=lambda: [64, 128])
 
 
@@ -127,6 +139,14 @@ class BackboneConfig:
         if self.guidance_range[0] < 0:
             raise ConfigError("backbone.guidance_range", list(self.guidance_range), "must be >= 0")
         _positive("backbone.teacher_sampling.steps", self.teacher_sampling.steps)
+        _one_of("backbone.discriminator.input", self.discriminator.input, DISCRIMINATOR_INPUTS)
+        _one_of("backbone.discriminator.head", self.discriminator.head, DISCRIMINATOR_HEADS)
+        if not self.discriminator.channels or any(c <= 0 for c in self.discriminator.channels):
+            raise ConfigError("backbone.discriminator.channels", list(self.discriminator.channels),
+                              "needs one or more positive widths")
+        if self.discriminator.head != "generic" and any(c % 4 for c in self.discriminator.channels[1:]):
+            raise ConfigError("backbone.discriminator.channels", list(self.discriminator.channels),
+                              "the flash heads' GroupNorm(4) needs widths divisible by 4 after the first")
 
 
 # --------------------------------------------------------------------------------------------- task
@@ -273,6 +293,9 @@ class AdversarialLossConfig:
     enabled: bool = True
     type: str = "lsgan"
     weight: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])
+    # noise levels of the re-noised real and fake samples, on the unshifted [0, 1000) grid (a shifted
+    # flow schedule, SD3, reads them through its shift as the official code: 10/250/500/750 -> sigma
+    # 0.029/0.5/0.75/0.9)
     timesteps: list[int] = field(default_factory=lambda: [10, 250, 500, 750])
     real: str = "data"  # "data": encoded dataset latents; "teacher": the teacher's x0
     wgan_clip: float = 0.01
@@ -357,11 +380,12 @@ class TimestepsConfig:
 # --------------------------------------------------------------------------------------------- phases
 @dataclass
 class PhasesConfig:
-    """The training phases. ``iterations`` counts data batches (one generator + one discriminator update)."""
+    """The training phases. ``iterations`` counts data batches (one generator + one discriminator update);
+    the official code counts two per batch, so its 5,000 iterations per phase are 2,500 here."""
 
     names: list[str] = field(default_factory=lambda: ["warmup", "phase1", "phase2", "phase3"])
     k: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
-    iterations: list[int] = field(default_factory=lambda: [5000, 5000, 5000, 5000])
+    iterations: list[int] = field(default_factory=lambda: [2500, 2500, 2500, 2500])
 
     def __post_init__(self) -> None:
         if not self.k:

@@ -57,7 +57,7 @@ def tiny_dir(tmp_path_factory, tiny_sd_dir):
 def backbone_cfg(name: str, directory: Path, *overrides: str):
     return validate(compose([
         f"backbone={name.removesuffix('_t5')}", f"backbone.pretrained={directory}", "backbone.resolution=32",
-        "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.channels=[16,32]",
+        "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
         "loss.distill.type=l2", "data.shards=[unused]", *TINY_OVERRIDES[name.removesuffix("_t5")], *overrides,
     ]))
 
@@ -168,16 +168,24 @@ def test_teacher_is_the_base_model_and_features_have_the_declared_shape(backbone
     assert (teacher - student).abs().max() > 1e-4
     assert len({id(p) for p in bb.parameters()}) == len(list(bb.parameters()))  # base weights live once
 
-    channels, side = bb.feature_shape()
-    feats = bb.teacher_features(z, t, cond)
-    if feats.ndim == 3:  # transformer tokens (B, side^2, C)
-        assert feats.shape == (2, side * side, channels)
-    else:
-        assert feats.shape == (2, channels, side, side)
     from flash_exp.method.discriminator import DiscriminatorHead
 
-    head = DiscriminatorHead(channels, side, list(cfg.discriminator.channels))
-    assert head(feats).shape[0] == 2
+    configured = cfg.discriminator.input
+    for source in ("features", "output"):
+        cfg.discriminator.input = source
+        channels, side = bb.feature_shape()
+        with torch.no_grad():
+            feats = bb.teacher_features(z, t, cond)
+        if source == "output":  # the teacher's prediction itself, as Flash PixArt / SD3 were trained
+            torch.testing.assert_close(feats, teacher)
+            assert (channels, side) == (z.shape[1], z.shape[-1])
+        elif feats.ndim == 3:  # transformer tokens (B, side^2, C)
+            assert feats.shape == (2, side * side, channels)
+        else:
+            assert feats.shape == (2, channels, side, side)
+        head = DiscriminatorHead(cfg.discriminator.head, channels, side, list(cfg.discriminator.channels))
+        assert head(feats).shape[0] == 2
+    cfg.discriminator.input = configured
 
 
 class _Shim:
@@ -233,7 +241,7 @@ def test_flow_dmd_works_on_x0():
     student = x0.clone().requires_grad_(True)
     dmd_loss(student, x0_real, x0_fake).backward()
     weight = 1 / ((x0 - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-5)
-    expected = (x0_fake - x0_real) * weight / x0.numel()  # d/dx 0.5 * mse(x, x - g) = g / N
+    expected = 2 * (x0_fake - x0_real) * weight / x0.numel()  # d/dx mse(x, x - g) = 2 g / N
     torch.testing.assert_close(student.grad, expected, rtol=1e-4, atol=1e-8)
 
 
@@ -400,7 +408,7 @@ def test_train_export_and_reload_reproduce_the_student(tmp_path, tiny_dir, tiny_
 def test_cli_trains_sdxl_from_a_local_directory(tmp_path, tiny_dir, tiny_shards):
     run = tmp_path / "run"
     args = ["backbone=sdxl", f"backbone.pretrained={tiny_dir('sdxl')}", "backbone.resolution=32",
-            "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.discriminator.channels=[16,32]",
+            "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
             "loss.distill.type=l2", "trainer.max_steps=2", "trainer.sample_nfe=[1,2]",
             *[o for o in train_overrides(tiny_shards) if not o.startswith(("trainer.sample_nfe", "data.prompts"))],
             f"hydra.run.dir={run}"]
@@ -443,3 +451,6 @@ def test_bfloat16_with_gradient_checkpointing_trains_the_lora_in_float32(tiny_di
     d_loss, _ = distiller.discriminator_loss(disc_inputs)
     d_loss.backward()
     assert all(p.grad is not None for p in distiller.discriminator.parameters())
+    # GAN levels 10/250/500/750 on the unshifted grid; SD3's shift 3 reads them as 3s / (1 + 2s)
+    levels = [10, 250, 500, 750] if name != "sd3" else [1000 * 3 * s / (1 + 2 * s) for s in (0.01, 0.25, 0.5, 0.75)]
+    assert all(min(abs(float(t) - lv) for lv in levels) < 1e-2 for t in disc_inputs.t)

@@ -29,7 +29,7 @@ def test_sdxl_paper_values():
 
 def test_pixart_and_sd3_paper_values():
     pixart = compose(["backbone=pixart"])
-    assert list(pixart.phases.k) == [16] * 4 and list(pixart.phases.iterations) == [10000] * 4
+    assert list(pixart.phases.k) == [16] * 4 and list(pixart.phases.iterations) == [5000] * 4
     assert list(pixart.backbone.guidance_range) == [2, 9]
     assert list(pixart.loss.adversarial.weight) == [0, 0.05, 0.1, 0.2]
     assert pixart.backbone.lora.alpha == 8 and pixart.backbone.lora.rank == 64
@@ -48,7 +48,7 @@ def test_sd15_paper_values():
 def test_axis_groups_keep_backbone_values():
     cfg = compose(["backbone=pixart", "loss=distill_only", "phases=k64"])
     assert list(cfg.phases.k) == [64] * 4
-    assert list(cfg.phases.iterations) == [10000] * 4  # PixArt's, untouched by phases=k64
+    assert list(cfg.phases.iterations) == [5000] * 4  # PixArt's, untouched by phases=k64
     assert cfg.loss.adversarial.enabled is False and cfg.loss.dmd.enabled is False
     assert list(cfg.loss.adversarial.weight) == [0, 0.05, 0.1, 0.2]
 

@@ -18,7 +18,7 @@ PROMPTS = ["a red square", "a blue circle"]
 def tiny_cfg(tiny_sd_dir: Path, *overrides: str):
     return validate(compose([
         "backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32",
-        "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.discriminator.channels=[16,32]",
+        "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
         "loss.distill.type=l2", "data.shards=[unused]", "data.batch_size=2", "data.shuffle_buffer=1",
         "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu", *overrides,
     ]))

@@ -25,7 +25,7 @@ from tests.conftest import REPO, compose
 pytest_plugins = ["tests.fixtures_eval"]
 
 TINY = ["backbone.resolution=32", "backbone.lora.rank=4", "backbone.lora.alpha=4",
-        "backbone.discriminator.channels=[16,32]", "loss.distill.type=l2"]
+        "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]", "loss.distill.type=l2"]
 
 
 # ------------------------------------------------------------------------------------ fixtures

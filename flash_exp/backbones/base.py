@@ -150,7 +150,8 @@ class Backbone(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def feature_shape(self) -> tuple[int, int]:
-        """(channels, spatial side) of the discriminator features at the training resolution."""
+        """(channels, spatial side) of the discriminator input at the training resolution: the
+        ``feature_module``'s output, or the latents' shape with ``discriminator.input=output``."""
 
     @contextlib.contextmanager
     def adapter(self, enabled: bool) -> Iterator[None]:
@@ -180,15 +181,21 @@ class Backbone(nn.Module, abc.ABC):
         return forward(x.to(self.dtype), t, cond).to(x_t.dtype)
 
     def teacher_features(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """Teacher (LoRA off) features at :meth:`feature_module` for the discriminator.
+        """The discriminator's input from the teacher (LoRA off) at (x_t, t), conditional branch.
 
-        The forward pass stops at that block. Gradients flow to x_t, not to the frozen weights.
+        ``discriminator.input=features``: the output of :meth:`feature_module`, the forward pass stopping
+        at that block; ``output``: the teacher's prediction (B, C, h, w). Gradients flow to x_t, not to
+        the frozen weights.
         """
+        keep = self._checkpointing_off() if torch.is_grad_enabled() else contextlib.nullcontext()
+        if self.cfg.discriminator.input == "output":
+            with self.adapter(False), keep:
+                return self.denoise(x_t, t, cond)
+
         def stop(_module, _inputs, output):
             raise FeaturesReady(self.features_from_output(output))
 
         handle = self.feature_module().register_forward_hook(stop)
-        keep = self._checkpointing_off() if torch.is_grad_enabled() else contextlib.nullcontext()
         try:
             with self.adapter(False), keep:
                 self.denoise(x_t, t, cond)

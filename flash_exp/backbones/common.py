@@ -177,6 +177,15 @@ class DiffusersBackbone(Backbone):
     def feature_module(self) -> nn.Module:
         return self.base_denoiser.get_submodule(self.cfg.discriminator.feature_module)
 
+    def feature_shape(self) -> tuple[int, int]:
+        if self.cfg.discriminator.input == "output":
+            return int(self.vae.config.latent_channels), self.latent_size()
+        return self.block_feature_shape()
+
+    @abc.abstractmethod
+    def block_feature_shape(self) -> tuple[int, int]:
+        """(channels, side) of the ``feature_module``'s output at the training resolution."""
+
     @abc.abstractmethod
     def export(self, directory: Path) -> Path:
         """Write the student in the format this family's users load; return the written path."""
@@ -219,7 +228,7 @@ class TransformerBackbone(DiffusersBackbone):
 
     denoiser_attr = "transformer"
 
-    def feature_shape(self) -> tuple[int, int]:
+    def block_feature_shape(self) -> tuple[int, int]:
         name = self.cfg.discriminator.feature_module
         blocks = self.transformer.transformer_blocks
         if not name.startswith("transformer_blocks."):

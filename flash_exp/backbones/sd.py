@@ -94,7 +94,7 @@ class StableDiffusionBackbone(DiffusersBackbone):
         # cast_floats copies dicts and lists, so the residual list the UNet pops is never the condition's
         return self.unet(x, t, return_dict=False, **cast_floats(cond.kwargs, self.dtype))[0]
 
-    def feature_shape(self) -> tuple[int, int]:
+    def block_feature_shape(self) -> tuple[int, int]:
         if self.cfg.discriminator.feature_module != "mid_block":
             raise ValueError("the SD backbones take discriminator features from the UNet mid_block")
         side = self.latent_size() // 2 ** (len(self.unet.config.block_out_channels) - 1)

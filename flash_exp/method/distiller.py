@@ -70,7 +70,8 @@ class FlashDistiller(nn.Module):
         self.lpips = lpips
         self.use_discriminator = cfg.loss.adversarial.enabled
         self.discriminator = (
-            DiscriminatorHead(*backbone.feature_shape(), list(cfg.backbone.discriminator.channels))
+            DiscriminatorHead(cfg.backbone.discriminator.head, *backbone.feature_shape(),
+                              list(cfg.backbone.discriminator.channels))
             if self.use_discriminator
             else None
         )
@@ -165,7 +166,8 @@ class FlashDistiller(nn.Module):
         if self.use_discriminator:
             adv = self.cfg.loss.adversarial
             choices = torch.tensor(adv.timesteps)
-            t_gan = choices[torch.randint(len(choices), (b,), generator=generator)].to(device)
+            t_gan = choices[torch.randint(len(choices), (b,), generator=generator)]
+            t_gan = self.schedule.shift_timesteps(t_gan).to(device)
             gan_noise = torch.randn(z.shape, generator=generator).to(z)
             real = z if adv.real == "data" else x0_teacher
             fake_features = None
@@ -193,7 +195,7 @@ class FlashDistiller(nn.Module):
         b = x0_student.shape[0]
         dmd = self.cfg.loss.dmd
         t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (b,), generator=generator)
-        t = t.to(x0_student.device)
+        t = self.schedule.shift_timesteps(t).to(x0_student.device)
         noise = torch.randn(x0_student.shape, generator=generator).to(x0_student)
         guidance = self.draw_guidance(phase, b, generator)
         with torch.inference_mode():

@@ -51,7 +51,11 @@ def generator_gan_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def discriminator_gan_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's loss on logits for real and (detached) fake samples."""
+    """The discriminator's loss on logits for real and (detached) fake samples.
+
+    As the official code: lsgan averages its real and fake terms (the ½ of least squares GANs); hinge,
+    vanilla and non-saturating sum them.
+    """
     if kind == "lsgan":
         real = F.mse_loss(torch.sigmoid(real_logits), torch.ones_like(real_logits))
         fake = F.mse_loss(torch.sigmoid(fake_logits), torch.zeros_like(fake_logits))
@@ -59,11 +63,11 @@ def discriminator_gan_loss(kind: str, real_logits: torch.Tensor, fake_logits: to
     if kind == "vanilla":
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        return 0.5 * (real + fake)
+        return real + fake
     if kind == "non-saturating":
-        return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
     if kind == "hinge":
-        return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
     if kind == "wgan":  # weights are clipped after the optimiser step (see the distiller)
         return fake_logits.mean() - real_logits.mean()
     raise ValueError(f"unknown GAN loss {kind!r}")
@@ -78,10 +82,12 @@ def dmd_loss(
     ``x0_real`` is the teacher's (CFG) clean estimate and ``x0_fake`` the fake-score model's (here the
     student itself) at the same noisy point. Their difference equals (eps_real - eps_fake) * sigma_t /
     alpha_t, the DMD gradient, for any parametrisation. It is normalised per sample by
-    mean|x0_student - x0_real| and applied through an MSE against a stop-gradient target.
+    mean|x0_student - x0_real| and applied through an MSE against a stop-gradient target, without the
+    ½ of DMD2's form: the official code's scale, which the paper's λ_DMD were tuned for. The gradient
+    with respect to ``x0_student`` is 2 * grad / numel.
     """
     reduce_dims = tuple(range(1, x0_student.ndim))
     weight = 1.0 / ((x0_student - x0_real).abs().mean(dim=reduce_dims, keepdim=True) + eps)
     grad = torch.nan_to_num((x0_fake - x0_real) * weight)
     target = (x0_student - grad).detach()
-    return 0.5 * F.mse_loss(x0_student, target)
+    return F.mse_loss(x0_student, target)

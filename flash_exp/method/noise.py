@@ -17,10 +17,12 @@ class NoiseSchedule:
 
     Diffusion: alpha_t = sqrt(alphas_cumprod[t]), sigma_t = sqrt(1 - alphas_cumprod[t]).
     Flow matching (rectified flow, as SD3): s = t / T, alpha_t = 1 - s, sigma_t = s, and the model
-    predicts the velocity v = eps - x0.
+    predicts the velocity v = eps - x0. ``shift`` is the flow scheduler's timestep shift (3.0 for
+    SD3-medium), used by :meth:`shift_timesteps`.
     """
 
-    def __init__(self, prediction: str, alphas_cumprod: torch.Tensor | None = None, num_train_timesteps: int = 1000):
+    def __init__(self, prediction: str, alphas_cumprod: torch.Tensor | None = None, num_train_timesteps: int = 1000,
+                 shift: float = 1.0):
         if prediction not in ("epsilon", "v_prediction", "flow"):
             raise ValueError(f"unknown prediction type {prediction!r}")
         if prediction != "flow" and alphas_cumprod is None:
@@ -28,14 +30,28 @@ class NoiseSchedule:
         self.prediction = prediction
         self.num_train_timesteps = num_train_timesteps
         self.alphas_cumprod = None if alphas_cumprod is None else alphas_cumprod.double()
+        self.shift = shift
 
     @classmethod
     def from_scheduler(cls, scheduler, prediction: str) -> NoiseSchedule:
         """Build from a diffusers training scheduler (DDPM-like with ``alphas_cumprod``, or flow matching)."""
         n = scheduler.config.num_train_timesteps
         if prediction == "flow":
-            return cls("flow", None, n)
+            return cls("flow", None, n, shift=float(scheduler.config.get("shift", 1.0)))
         return cls(prediction, scheduler.alphas_cumprod.clone(), n)
+
+    def shift_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """Timesteps given on the unshifted [0, T) grid (the GAN levels, the DMD draws) -> this schedule's.
+
+        The identity for diffusion schedules. For a shifted flow schedule, as its scheduler places its
+        own timesteps: s = t / T, sigma = shift * s / (1 + (shift - 1) * s), returned as sigma * T
+        (SD3-medium, shift 3: 10, 250, 500, 750 -> 29.4, 500, 750, 900). ``t`` (B,) -> (B,).
+        """
+        if self.prediction != "flow" or self.shift == 1.0:
+            return t
+        s = t.double() / self.num_train_timesteps
+        sigma = self.shift * s / (1.0 + (self.shift - 1.0) * s)
+        return (sigma * self.num_train_timesteps).to(torch.float32)
 
     def alpha_sigma(self, t: torch.Tensor, ndim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
         """alpha_t and sigma_t for timesteps ``t`` (B,), shaped (B, 1, ..., 1) with ``ndim`` dims, float32."""
