@@ -33,6 +33,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from flash_exp.backbones.lora_files import LoraLoadError
 from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
 from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
 from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
@@ -324,7 +325,7 @@ class Evaluator:
         from flash_exp.metrics.restoration import batch_digest, held_out_conditions
 
         backbone_cfg, teacher, student = self.run_models(run_dir)
-        cfg, module = load_run(run_dir)
+        cfg, module, _ = load_run(run_dir)
         module = module.to(self.device).eval()
         s = self.settings
         results = []
@@ -502,7 +503,7 @@ def main(cfg: DictConfig) -> None:
     try:
         settings: EvaluateConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         code = evaluate(settings)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, LoraLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from torch import nn
@@ -12,8 +10,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flash_exp.backbones.base import DTYPES
 from flash_exp.backbones.common import DiffusersBackbone, cast_floats, peft_lora_config
 from flash_exp.backbones.condition import Condition
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 class StableDiffusionBackbone(DiffusersBackbone):
@@ -113,21 +109,6 @@ class StableDiffusionBackbone(DiffusersBackbone):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def export(self, directory: Path) -> Path:
-        """diffusers LoRA: ``pytorch_lora_weights.safetensors`` with the adapter config as metadata."""
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
-
-        directory.mkdir(parents=True, exist_ok=True)
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
-        self.pipeline_class.save_lora_weights(
-            save_directory=directory,
-            unet_lora_layers=layers,
-            unet_lora_adapter_metadata=self.unet.peft_config["default"].to_dict(),
-            safe_serialization=True,
-        )
-        return directory / LORA_FILE
-
 
 def _zero_like(value, keep: tuple[str, ...] = ()):
     """Zeros shaped like every floating tensor of ``value`` (nested dicts too), except keys in ``keep``."""
@@ -138,4 +119,4 @@ def _zero_like(value, keep: tuple[str, ...] = ()):
     return value
 
 
-__all__ = ["StableDiffusionBackbone", "DTYPES", "LORA_FILE", "peft_lora_config"]
+__all__ = ["StableDiffusionBackbone", "DTYPES", "peft_lora_config"]
