@@ -320,12 +320,13 @@ class Evaluator:
         seed) instead of its prompts. Per sampler setting: FID against the ground-truth images of
         those conditions (the benchmark's feature extractor), the CLIP score against their captions,
         and ``restoration``: PSNR, SSIM and LPIPS against the ground truth (tasks that have one) and
-        the task's condition scores, each the mean over images."""
-        from flash_exp.export import load_run
+        the task's condition scores, each the mean over images. The student is the export, loaded by
+        diffusers' LoRA loader into the task's module (:func:`~flash_exp.export.load_exported_run`)."""
+        from flash_exp.export import load_exported_run
         from flash_exp.metrics.restoration import batch_digest, held_out_conditions
 
         backbone_cfg, teacher, student = self.run_models(run_dir)
-        cfg, module, _ = load_run(run_dir)
+        cfg, module = load_exported_run(run_dir)
         module = module.to(self.device).eval()
         s = self.settings
         results = []

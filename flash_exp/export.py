@@ -45,7 +45,13 @@ BASE_LICENSES = {
     "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": "openrail++",
     "stabilityai/stable-diffusion-x4-upscaler": "openrail++",
     "PixArt-alpha/PixArt-XL-2-1024-MS": "openrail++",
-    "stabilityai/stable-diffusion-3-medium-diffusers": "other",  # the Stability AI Community License
+    "stabilityai/stable-diffusion-3-medium-diffusers": "other",
+}
+# license_name and license_link of the teachers whose license is "other"
+OTHER_LICENSES = {
+    "stabilityai/stable-diffusion-3-medium-diffusers": (
+        "stabilityai-ai-community",
+        "https://huggingface.co/stabilityai/stable-diffusion-3-medium-diffusers/blob/main/LICENSE.md"),
 }
 FAMILY_TAGS = {"sd": "stable-diffusion", "sdxl": "stable-diffusion-xl", "pixart": "pixart-alpha",
                "sd3": "stable-diffusion-3"}
@@ -147,6 +153,7 @@ def front_matter(cfg: TrainConfig, hub_id: str | None) -> str:
         **({"base_model": hub_id} if hub_id else {}),
         "library_name": "diffusers",
         "license": BASE_LICENSES.get(hub_id or "", "other"),
+        **dict(zip(("license_name", "license_link"), OTHER_LICENSES.get(hub_id or "", ()), strict=False)),
         "pipeline_tag": "text-to-image",
         "tags": ["text-to-image", "lora", "flash-diffusion", "distillation", "diffusers",
                  FAMILY_TAGS[cfg.backbone.family]],
@@ -162,18 +169,19 @@ def load_snippet(cfg: TrainConfig, rec: dict, base: str | None, lora_ref: str) -
     sched = b.student_scheduler
     args = "".join(f", {k}={v!r}" for k, v in scheduler_overrides(sched).items())
     head = ["import importlib.resources", ""] if base and base.startswith("str(importlib") else []
+    here = "  # this folder" if lora_ref == "." else ""
     base_line = f"base = {base}" if base else 'base = "<the teacher: its hub id or a local copy>"  # set this'
     if b.family == "pixart":
         load = [
             f"from diffusers import {sched.name}, PixArtAlphaPipeline, PixArtTransformer2DModel",
             "from peft import PeftModel", "", base_line,
             'transformer = PixArtTransformer2DModel.from_pretrained(base, subfolder="transformer")',
-            f"transformer = PeftModel.from_pretrained(transformer, {lora_ref!r})",
+            f"transformer = PeftModel.from_pretrained(transformer, {lora_ref!r}){here}",
             "pipe = PixArtAlphaPipeline.from_pretrained(base, transformer=transformer)",
         ]
     else:
         load = [f"from diffusers import {sched.name}, DiffusionPipeline", "", base_line,
-                "pipe = DiffusionPipeline.from_pretrained(base)", f"pipe.load_lora_weights({lora_ref!r})"]
+                "pipe = DiffusionPipeline.from_pretrained(base)", f"pipe.load_lora_weights({lora_ref!r}){here}"]
     return "\n".join([*head, *load,
                       f"pipe.scheduler = {sched.name}.from_config(pipe.scheduler.config{args})",
                       f"image = pipe(\"a red circle on a blue background\", num_inference_steps={rec['steps']}, "
@@ -190,7 +198,7 @@ def model_card(cfg: TrainConfig, rec: dict, grid: str | None, base_model: str | 
     hub_id = base_model or base_model_id(b.pretrained)
     base = base_model_expression(b.pretrained, hub_id)
     sched = rec["scheduler"]
-    where = f"`{hub_id}`" if hub_id else "its teacher"
+    where = f"`{hub_id}`" if hub_id else "the toy teacher shipped in flash_exp" if base else "its teacher"
     lines = [
         front_matter(cfg, hub_id).rstrip("\n"),
         "",
@@ -268,16 +276,21 @@ def load_backbone_config(export_dir: Path) -> BackboneConfig:
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
+def run_config(run_dir: Path) -> TrainConfig:
+    """The typed training config of a run directory."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: is {run_dir} a flash_exp run directory?")
+    register_resolvers()
+    return validate(OmegaConf.load(cfg_path))
+
+
 def load_run(run_dir: Path, checkpoint: str = "last"):
     """The run's typed config, its trained module (checkpoint ``last`` or a file name) and the step the
     checkpoint was written at."""
     from flash_exp.training.module import FlashModule
 
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} is missing: is {run_dir} a flash_exp run directory?")
-    register_resolvers()
-    cfg = validate(OmegaConf.load(cfg_path))
+    cfg = run_config(run_dir)
     ckpt = run_dir / "checkpoints" / (f"{checkpoint}.ckpt" if not checkpoint.endswith(".ckpt") else checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
@@ -288,6 +301,17 @@ def load_run(run_dir: Path, checkpoint: str = "last"):
     if missing:
         raise ValueError(f"{ckpt} lacks {len(missing)} trained weights, e.g. {sorted(missing)[:2]}")
     return cfg, module, int(saved.get("global_step", 0))
+
+
+def load_exported_run(run_dir: Path):
+    """The run's typed config and its module whose student is the export (``<run>/export``, read by
+    diffusers' LoRA loader as its users read it), not the checkpoint: what evaluation scores."""
+    from flash_exp.training.module import FlashModule
+
+    cfg = run_config(run_dir)
+    module = FlashModule(cfg)
+    module.backbone.load_student(run_dir / "export")
+    return cfg, module
 
 
 def latest_grid(run_dir: Path) -> Path | None:
@@ -315,8 +339,8 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps(report, indent=2))
 
 
-__all__ = ["export_student", "kohya_metadata", "kohya_state_dict", "load_backbone_config", "load_run", "model_card",
-           "push_to_hub", "recipe"]
+__all__ = ["export_student", "kohya_metadata", "kohya_state_dict", "load_backbone_config", "load_exported_run",
+           "load_run", "model_card", "push_to_hub", "recipe", "run_config"]
 
 if __name__ == "__main__":
     main()

@@ -195,3 +195,162 @@ def test_a_file_whose_keys_load_in_part_is_refused_with_both_counts(trained, tmp
     with pytest.raises(LoraLoadError) as err:
         build_sampler(copy, [])
     assert f"attached to {whole - attention} of the file's {whole} modules" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ model card, kohya metadata, hub
+def card_parts(card: str) -> tuple[dict, str]:
+    """(YAML front matter, the python snippet) of a model card."""
+    from omegaconf import OmegaConf
+
+    _, header, body = card.split("---\n", 2)
+    return OmegaConf.to_container(OmegaConf.create(header)), body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def fake_hub_snapshot(teacher_dir, cache, repo: str):
+    """``teacher_dir`` copied into a hub cache as the snapshot of ``repo``: what a download leaves."""
+    revision = "0" * 40
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(teacher_dir, repo_dir / "snapshots" / revision)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    return repo_dir / "snapshots" / revision
+
+
+def test_model_card_front_matter_and_a_snippet_that_runs_as_written(trained, tiny_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from flash_exp.export import model_card
+
+    run, export_dir, _ = trained("toy", None)
+    cfg, _, _ = load_run(run)
+    snapshot = fake_hub_snapshot(tiny_dir("toy"), tmp_path / "hub", "flash-tests/tiny-sd")
+    cfg.backbone.pretrained = str(snapshot)  # trained from a downloaded copy: the card names the hub id
+    card = model_card(cfg, json.loads((export_dir / "recipe.json").read_text()), "samples.png")
+    meta, snippet = card_parts(card)
+    assert meta["base_model"] == "flash-tests/tiny-sd" and meta["library_name"] == "diffusers"
+    assert meta["pipeline_tag"] == "text-to-image" and {"lora", "text-to-image"} <= set(meta["tags"])
+    assert meta["license"] == "other"  # not a shipped teacher: its license is unknown here
+    assert str(tmp_path) not in card and str(run) not in card
+    folder = shutil.copytree(export_dir, tmp_path / "export")  # the snippet loads "." : run from the folder
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (folder / "flash.png").is_file()
+
+
+def test_cards_of_the_shipped_teachers_name_their_hub_id_and_license():
+    from flash_exp.config import validate
+    from flash_exp.export import model_card, recipe
+    from tests.conftest import compose
+
+    expected = {"sd15": "creativeml-openrail-m", "sdxl": "openrail++", "pixart": "openrail++", "sd3": "other"}
+    for name, license_ in expected.items():
+        cfg = validate(compose([f"backbone={name}", "data.shards=[unused]"]))
+        meta, snippet = card_parts(model_card(cfg, recipe(cfg, 10), None))
+        assert meta["base_model"] == cfg.backbone.pretrained and meta["license"] == license_
+        assert f"base = {cfg.backbone.pretrained!r}" in snippet
+    toy = validate(compose(["backbone=toy"]))
+    _, snippet = card_parts(model_card(toy, recipe(toy, 10), None))
+    base = snippet.split("base = ", 1)[1].split("\n", 1)[0]
+    assert "flash_exp" in base and eval(base, {"importlib": __import__("importlib.resources")}) == \
+        toy.backbone.pretrained  # the toy teacher shipped in the package, on any machine
+
+
+@pytest.mark.parametrize(("name", "version", "architecture"), [("toy", "sd_v1", "stable-diffusion-v1/lora"),
+                                                               ("sdxl", "sdxl_base_v1-0",
+                                                                "stable-diffusion-xl-v1-base/lora")])
+def test_kohya_file_carries_the_metadata_kohya_loaders_read(trained, name, version, architecture):
+    run, export_dir, _ = trained(name, None if name == "toy" else ATTENTION)
+    with safe_open(str(export_dir / "flash_lora_kohya.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    recipe = json.loads((export_dir / "recipe.json").read_text())
+    assert meta["ss_base_model_version"] == version and meta["modelspec.architecture"] == architecture
+    assert meta["ss_network_module"] == "networks.lora"
+    assert int(meta["ss_network_dim"]) == recipe["lora"]["rank"]
+    assert float(meta["ss_network_alpha"]) == recipe["lora"]["alpha"]
+    assert meta["ss_resolution"] == "(32, 32)" and meta["modelspec.resolution"] == "32x32"
+    assert meta["ss_steps"] == "2"  # trained two steps
+
+
+def test_push_to_hub_offline_fails_at_once(trained):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    run, _, _ = trained("toy", None)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.export", f"run_dir={run}", "push_to_hub=me/flash-toy"],
+                          cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "cannot push to the hub repository 'me/flash-toy': HF_HUB_OFFLINE is set" in proc.stderr
+    assert elapsed < 60, f"took {elapsed:.1f}s"  # the interpreter and imports; no weight is loaded
+
+
+def test_push_to_hub_without_network_fails_within_seconds(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    from flash_exp.backbones.hub import HubUnreachableError, require_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # a closed port stands in for no network
+    start = time.monotonic()
+    with pytest.raises(HubUnreachableError, match="unreachable"):
+        require_hub("push to the hub repository 'me/x'")
+    assert time.monotonic() - start < 10
+
+
+def test_push_to_hub_creates_the_repo_and_uploads_the_export_with_a_card_loading_from_it(trained, tmp_path,
+                                                                                       monkeypatch):
+    import huggingface_hub
+
+    from flash_exp.backbones import hub
+    from flash_exp.export import push_to_hub
+
+    run, export_dir, _ = trained("toy", None)
+    cfg, _, _ = load_run(run)
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw.get("exist_ok")))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            calls.append(("upload_folder", repo_id, folder_path))
+
+    monkeypatch.setattr(hub, "require_hub", lambda action: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert push_to_hub(copy, "me/flash-toy", cfg) == "https://huggingface.co/me/flash-toy"
+    assert calls == [("create_repo", "me/flash-toy", True), ("upload_folder", "me/flash-toy", str(copy))]
+    _, snippet = card_parts((copy / "README.md").read_text())
+    assert "pipe.load_lora_weights('me/flash-toy')" in snippet
+
+
+def test_the_task_evaluation_student_is_the_export_read_by_diffusers(trained, tmp_path):
+    """Task runs are scored with the training module; its student is the export (diffusers' loader),
+    which reproduces the checkpoint's student, and a file that lacks modules is refused."""
+    from flash_exp.backbones.lora_files import LoraLoadError
+    from flash_exp.export import load_exported_run
+
+    run, export_dir, student = trained("toy", None)
+    _, module = load_exported_run(run)
+    steps = json.loads((export_dir / "recipe.json").read_text())["steps"]
+    exported = sample_images(module.backbone, PROMPTS, True, steps, 0.0, seed=SEED, resolution=32)
+    assert (exported - student).abs().max().item() <= 1e-5
+    copy_run = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("export"))
+    trimmed, whole, left = trimmed_export(export_dir, tmp_path / "trim")
+    shutil.copytree(trimmed, copy_run / "export")
+    with pytest.raises(LoraLoadError) as err:
+        load_exported_run(copy_run)
+    assert f"holds {left} LoRA modules but the student has {whole}" in str(err.value)
