@@ -335,7 +335,13 @@ def main(cfg: DictConfig) -> None:
     export_student(module.backbone, train_cfg, out, latest_grid(run_dir), step, cfg.base_model)
     report = {"export": str(out), "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
-        report["hub"] = push_to_hub(out, cfg.push_to_hub, train_cfg, cfg.base_model)
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            report["hub"] = push_to_hub(out, cfg.push_to_hub, train_cfg, cfg.base_model)
+        except (HfHubHTTPError, HubUnreachableError) as err:  # e.g. no token, or no write access
+            print(f"error: the export is in {out} but the upload failed: {err}", file=sys.stderr)
+            sys.exit(2)
     print(json.dumps(report, indent=2))
 
 

@@ -99,6 +99,7 @@ def denoiser(pipe, name: str):
 def test_plain_diffusers_loads_the_whole_export(trained, tiny_dir, name, targets):
     run, export_dir, student = trained(name, targets)
     pipe, steps = plain_pipeline(name, tiny_dir(name), export_dir)
+    teacher = generate(pipe, name, steps)
     if name == "pixart":  # PixArtAlphaPipeline has no LoRA loader: the PEFT adapter directory
         from peft import PeftModel
 
@@ -115,6 +116,7 @@ def test_plain_diffusers_loads_the_whole_export(trained, tiny_dir, name, targets
     print(f"{name} {weights.name}: {on} LoRA modules attached, {in_file} in the file; max |diff| {diff:.1e}")
     assert in_file > 0 and on == in_file
     assert diff <= 1e-5
+    assert (teacher - student).abs().max().item() > 1e-4  # the trained LoRA changes the image (10x the tolerance)
 
 
 def file_modules_matching(path, names: tuple[str, ...]) -> int:

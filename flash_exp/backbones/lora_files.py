@@ -21,9 +21,10 @@ PEFT_FILE = "adapter_model.safetensors"  # PeftModel.save_pretrained
 RECIPE_FILE = "recipe.json"  # beside an export: records the student's module count (``lora.modules``)
 
 # one down-projection per module, in every key form a loader reads: PEFT ``lora_A`` (optionally with
-# the adapter name), diffusers' ``lora.down`` / ``lora_linear_layer.down``, kohya's ``lora_down``
-_DOWN_KEY = re.compile(r"^(?P<module>.+?)\.(?:lora_A(?:\.[\w-]+)?|lora\.down|lora_linear_layer\.down|lora_down)"
-                       r"\.weight$")
+# the adapter name), diffusers' ``lora.down`` / ``lora_linear_layer.down`` and its old attention-processor
+# ``to_q_lora.down``, kohya's ``lora_down``; LoKr modules by their first factor ``lokr_w1`` / ``lokr_w1_a``
+_DOWN_KEY = re.compile(r"^(?P<module>.+?)(?:\.lora_A(?:\.[\w-]+)?\.weight|\.lora\.down\.weight|_lora\.down\.weight"
+                       r"|\.lora_linear_layer\.down\.weight|\.lora_down\.weight|\.lokr_w1(?:_a)?)$")
 
 
 class LoraLoadError(ValueError):

@@ -123,7 +123,6 @@ class StableDiffusionBackbone(DiffusersBackbone):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-
     def load_student(self, export_dir: Path) -> None:
         """Make the student the exported one: the training adapter gives way to the export read by
         diffusers' LoRA loader (``load_lora_adapter``, what ``pipe.load_lora_weights`` calls for the UNet)
