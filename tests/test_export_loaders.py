@@ -165,10 +165,12 @@ def test_sample_and_evaluate_refuse_a_file_that_lacks_modules(trained, tmp_path)
     assert file_modules(copy / "pytorch_lora_weights.safetensors") == left
     with pytest.raises(LoraLoadError) as err:
         build_sampler(copy, [])
+    print(f"sample: {err.value}")
     assert f"holds {left} LoRA modules but the student has {whole}" in str(err.value)
     pipes = RunPipelines(load_backbone_config(copy), copy, torch.device("cpu"))
     with pytest.raises(LoraLoadError) as err:
         pipes.get("student")
+    print(f"evaluate: {err.value}")
     assert f"holds {left} LoRA modules but the student has {whole}" in str(err.value)
 
 
@@ -196,6 +198,7 @@ def test_a_file_whose_keys_load_in_part_is_refused_with_both_counts(trained, tmp
                                       ("to_q", "to_k", "to_v", "to_out.0"))
     with pytest.raises(LoraLoadError) as err:
         build_sampler(copy, [])
+    print(f"sample, mixed key forms: {err.value}")
     assert f"attached to {whole - attention} of the file's {whole} modules" in str(err.value)
 
 
@@ -355,4 +358,5 @@ def test_the_task_evaluation_student_is_the_export_read_by_diffusers(trained, tm
     shutil.copytree(trimmed, copy_run / "export")
     with pytest.raises(LoraLoadError) as err:
         load_exported_run(copy_run)
+    print(f"evaluate, task run: {err.value}")
     assert f"holds {left} LoRA modules but the student has {whole}" in str(err.value)
