@@ -33,6 +33,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from flash_exp.backbones.lora_files import LoraLoadError
 from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
 from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
 from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
@@ -319,12 +320,13 @@ class Evaluator:
         seed) instead of its prompts. Per sampler setting: FID against the ground-truth images of
         those conditions (the benchmark's feature extractor), the CLIP score against their captions,
         and ``restoration``: PSNR, SSIM and LPIPS against the ground truth (tasks that have one) and
-        the task's condition scores, each the mean over images."""
-        from flash_exp.export import load_run
+        the task's condition scores, each the mean over images. The student is the export, loaded by
+        diffusers' LoRA loader into the task's module (:func:`~flash_exp.export.load_exported_run`)."""
+        from flash_exp.export import load_exported_run
         from flash_exp.metrics.restoration import batch_digest, held_out_conditions
 
         backbone_cfg, teacher, student = self.run_models(run_dir)
-        cfg, module = load_run(run_dir)
+        cfg, module = load_exported_run(run_dir)
         module = module.to(self.device).eval()
         s = self.settings
         results = []
@@ -502,7 +504,7 @@ def main(cfg: DictConfig) -> None:
     try:
         settings: EvaluateConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         code = evaluate(settings)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, LoraLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

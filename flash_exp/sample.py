@@ -26,8 +26,10 @@ class ExtraLora:
 
 
 def build_sampler(export_dir: Path, extra: list[ExtraLora], flash_weight: float = 1.0):
-    """The base pipeline with the Flash LoRA (adapter ``flash``) and extra LoRAs (``extra_<i>``)."""
+    """The base pipeline with the Flash LoRA (adapter ``flash``) and extra LoRAs (``extra_<i>``); raises
+    :class:`~flash_exp.backbones.lora_files.LoraLoadError` when a load leaves out modules of its file."""
     from flash_exp.backbones import load_pipeline
+    from flash_exp.backbones.lora_files import check_lora_attached, lora_weights_file, pipeline_modules
 
     if not (export_dir / RECIPE_FILE).is_file():
         raise FileNotFoundError(f"{export_dir} has no {RECIPE_FILE}: export the run first (python -m flash_exp.export)")
@@ -38,8 +40,9 @@ def build_sampler(export_dir: Path, extra: list[ExtraLora], flash_weight: float 
             raise ValueError(f"extra LoRAs need a diffusers LoRA loader; {type(pipe).__name__} has none")
         names = ["flash"]
         for i, lora in enumerate(extra):
-            pipe.load_lora_weights(lora.path, adapter_name=f"extra_{i}")
             names.append(f"extra_{i}")
+            pipe.load_lora_weights(lora.path, adapter_name=names[-1])
+            check_lora_attached(pipeline_modules(pipe), names[-1], lora_weights_file(lora.path))
         pipe.set_adapters(names, adapter_weights=[flash_weight] + [lora.weight for lora in extra])
     elif flash_weight != 1.0 and hasattr(pipe, "set_adapters"):
         pipe.set_adapters(["flash"], adapter_weights=[flash_weight])

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     cluster.write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
-        export_student(module.backbone, cfg, export_dir, latest_grid(run_dir))
+        export_student(module.backbone, cfg, export_dir, latest_grid(run_dir), trainer.global_step)
         log.info("exported the student to %s", export_dir)
     return export_dir
 

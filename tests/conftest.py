@@ -28,6 +28,24 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipe")
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_sd_dir):
+    """``tiny_dir(name)``: the saved tiny pipeline directory of a backbone config name (built once)."""
+    from tests import tiny_models
+
+    built: dict[str, Path] = {"sd15": tiny_sd_dir, "toy": tiny_sd_dir}
+    builders = {"sdxl": tiny_models.build_tiny_sdxl, "pixart": tiny_models.build_tiny_pixart,
+                "sd3": tiny_models.build_tiny_sd3,
+                "sd3_t5": lambda p: tiny_models.build_tiny_sd3(p, with_t5=True)}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = builders[name](tmp_path_factory.mktemp(f"tiny-{name}") / "pipe")
+        return built[name]
+
+    return get
+
+
 def write_shard(path: Path, samples: list[dict]) -> Path:
     """A webdataset tar from dicts {key, image (PIL) | jpg (bytes), json (dict | bytes)}."""
     import webdataset as wds

@@ -28,30 +28,13 @@ from tests.conftest import REPO, compose
 FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
 # the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps
 TINY_OVERRIDES = {
+    "toy": [],
     "sd15": [],
     "sdxl": [],
     "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
     "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
 }
 PROMPTS = ["a red circle", "a blue square"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_sd_dir):
-    """``tiny_dir(name)``: the saved tiny pipeline directory of a backbone config name (built once)."""
-    from tests import tiny_models
-
-    built: dict[str, Path] = {"sd15": tiny_sd_dir}
-    builders = {"sdxl": tiny_models.build_tiny_sdxl, "pixart": tiny_models.build_tiny_pixart,
-                "sd3": tiny_models.build_tiny_sd3,
-                "sd3_t5": lambda p: tiny_models.build_tiny_sd3(p, with_t5=True)}
-
-    def get(name: str) -> Path:
-        if name not in built:
-            built[name] = builders[name](tmp_path_factory.mktemp(f"tiny-{name}") / "pipe")
-        return built[name]
-
-    return get
 
 
 def backbone_cfg(name: str, directory: Path, *overrides: str):

@@ -47,7 +47,7 @@ def trained_run(tmp_path_factory, tiny_sd_dir):
 
 
 def student_reference(run):
-    cfg, module = load_run(run)
+    cfg, module, _ = load_run(run)
     return cfg, module, sample_images(module.backbone, PROMPTS, True, 4, 0.0, seed=3, resolution=32)
 
 
@@ -149,7 +149,7 @@ def test_sample_with_a_second_lora_differs_from_flash_alone(trained_run, tmp_pat
 
 def test_export_student_writes_every_format(trained_run, tmp_path):
     cfg, run = trained_run
-    _, module = load_run(run)
+    _, module, _ = load_run(run)
     out = export_student(module.backbone, cfg, tmp_path / "x")
     names = {p.name for p in out.iterdir()}
     assert {"pytorch_lora_weights.safetensors", KOHYA_FILE, "recipe.json", "backbone.yaml", "README.md"} <= names

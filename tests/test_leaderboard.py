@@ -27,8 +27,8 @@ from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, samp
 
 FEATURES = {"name": "inception-2015-12-05", "input_size": 299, "weights_sha256": "a" * 64}
 CLIP = {"model": "ViT-g-14", "pretrained": "laion2b_s12b_b42k", "weights_sha256": "b" * 64}
-TEACHER = {"family": "sd", "pretrained": "runwayml/stable-diffusion-v1-5", "revision": None, "variant": None,
-           "dtype": "float16"}
+TEACHER = {"family": "sd", "pretrained": "stable-diffusion-v1-5/stable-diffusion-v1-5", "revision": None,
+           "variant": None, "dtype": "float16"}
 
 
 def write_result(run: Path, benchmark: str, sampler: str, nfe: int, fid: float, num_images: int = 5000,

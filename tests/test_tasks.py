@@ -104,7 +104,8 @@ def first_batch(cfg, batch_size: int = 2) -> dict:
 
 # ------------------------------------------------------------------------------------ composition
 def test_each_task_picks_its_teacher_and_a_command_line_teacher_wins():
-    assert compose(["backbone=sd15", "task=inpainting"]).backbone.pretrained == "runwayml/stable-diffusion-inpainting"
+    assert compose(["backbone=sd15", "task=inpainting"]).backbone.pretrained == \
+        "stable-diffusion-v1-5/stable-diffusion-inpainting"
     assert compose(["backbone=sdxl", "task=inpainting"]).backbone.pretrained == \
         "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
     assert compose(["backbone=sdxl", "task=inpainting", "backbone.pretrained=/data/inpaint"]).backbone.pretrained \
@@ -118,7 +119,8 @@ def test_each_task_picks_its_teacher_and_a_command_line_teacher_wins():
     assert canny.task.adapter.conditioning_scale == 0.8 and canny.task.canny.detect_resolution == 384
     assert list(canny.phases.k) == [16, 16, 16, 16]  # the paper's canny K
     assert list(compose(["backbone=sdxl", "task=adapter_canny", "phases=k32"]).phases.k) == [32] * 4
-    assert compose(["backbone=sd15"]).backbone.pretrained == "runwayml/stable-diffusion-v1-5"  # t2i untouched
+    # t2i untouched
+    assert compose(["backbone=sd15"]).backbone.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert compose(["backbone=sd15"]).task.name == "t2i"
 
 

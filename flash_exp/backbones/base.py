@@ -32,8 +32,9 @@ class FeaturesReady(Exception):
         self.features = features
 
 
-def build_scheduler(sched_cfg: SchedulerConfig, base_config: dict):
-    """The diffusers scheduler class named in ``sched_cfg``, from the teacher's scheduler config."""
+def scheduler_overrides(sched_cfg: SchedulerConfig) -> dict:
+    """The ``from_config`` arguments that turn the teacher's scheduler config into ``sched_cfg``'s:
+    its kwargs, and its ``timestep_spacing`` where the class takes one."""
     import diffusers
 
     cls = getattr(diffusers, sched_cfg.name, None)
@@ -42,7 +43,15 @@ def build_scheduler(sched_cfg: SchedulerConfig, base_config: dict):
     overrides = dict(sched_cfg.kwargs)
     if "timestep_spacing" in inspect.signature(cls.__init__).parameters:
         overrides["timestep_spacing"] = sched_cfg.timestep_spacing
-    return cls.from_config(base_config, **overrides)
+    return overrides
+
+
+def build_scheduler(sched_cfg: SchedulerConfig, base_config: dict):
+    """The diffusers scheduler class named in ``sched_cfg``, from the teacher's scheduler config."""
+    import diffusers
+
+    overrides = scheduler_overrides(sched_cfg)
+    return getattr(diffusers, sched_cfg.name).from_config(base_config, **overrides)
 
 
 class Backbone(nn.Module, abc.ABC):

@@ -16,6 +16,13 @@ from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
 from flash_exp.backbones.base import Backbone, resolve_pretrained
+from flash_exp.backbones.lora_files import (
+    LORA_FILE,
+    check_lora_attached,
+    lora_weights_file,
+    pipeline_modules,
+    recorded_module_count,
+)
 from flash_exp.config import BackboneConfig
 from flash_exp.method.noise import NoiseSchedule
 
@@ -46,6 +53,9 @@ def cast_floats(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(cast_floats(v, dtype) for v in value)
     return value
+
+
+STUDENT_ADAPTER = "flash"  # the adapter name of the exported student in a loaded pipeline
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -186,9 +196,20 @@ class DiffusersBackbone(Backbone):
     def block_feature_shape(self) -> tuple[int, int]:
         """(channels, side) of the ``feature_module``'s output at the training resolution."""
 
-    @abc.abstractmethod
     def export(self, directory: Path) -> Path:
-        """Write the student in the format this family's users load; return the written path."""
+        """diffusers LoRA ``pytorch_lora_weights.safetensors`` written as the diffusers training scripts
+        write it: the PEFT state dict (``lora_A`` / ``lora_B`` keys, whatever the targets) under the
+        denoiser's prefix, with the adapter config as metadata so that alpha reloads as trained."""
+        from peft.utils import get_peft_model_state_dict
+
+        directory.mkdir(parents=True, exist_ok=True)
+        name, denoiser = self.denoiser_attr, self.base_denoiser
+        self.pipeline_class.save_lora_weights(
+            save_directory=directory, safe_serialization=True,
+            **{f"{name}_lora_layers": get_peft_model_state_dict(denoiser),
+               f"{name}_lora_adapter_metadata": denoiser.peft_config["default"].to_dict()},
+        )
+        return directory / LORA_FILE
 
     # ------------------------------------------------------------------ the user's route
     @classmethod
@@ -198,7 +219,9 @@ class DiffusersBackbone(Backbone):
 
     @classmethod
     def load_pipeline(cls, cfg: BackboneConfig, lora_dir: Path | None, sampler: str = "student"):
-        """The plain diffusers pipeline from ``cfg.pretrained`` with the export in ``lora_dir`` loaded."""
+        """The plain diffusers pipeline from ``cfg.pretrained`` with the export in ``lora_dir`` loaded as
+        adapter ``flash``; raises :class:`~flash_exp.backbones.lora_files.LoraLoadError` unless every
+        module of the export is attached."""
         from flash_exp.backbones.base import DTYPES, build_scheduler
 
         path = resolve_pretrained(cfg.pretrained, cfg.revision, cfg.variant)
@@ -209,16 +232,18 @@ class DiffusersBackbone(Backbone):
                                                   **components)
         sched_cfg = cfg.student_scheduler if sampler == "student" else cfg.teacher_sampling.scheduler
         pipe.scheduler = build_scheduler(sched_cfg, pipe.scheduler.config)
-        if lora_dir is not None and not components:
-            pipe.load_lora_weights(str(lora_dir), adapter_name="flash")
+        if lora_dir is not None:
+            if not components:
+                pipe.load_lora_weights(str(lora_dir), adapter_name=STUDENT_ADAPTER)
+            check_lora_attached(pipeline_modules(pipe), STUDENT_ADAPTER, lora_weights_file(lora_dir),
+                                recorded_module_count(Path(lora_dir)))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     @classmethod
     def load_student_components(cls, path: str, lora_dir: Path, dtype: torch.dtype, extra: dict) -> dict:
-        """Pipeline components that carry the student, for families without a diffusers LoRA loader.
-
-        Empty (the default): the export is loaded with ``pipe.load_lora_weights``.
+        """Pipeline components that carry the student (adapter ``flash``), for families without a
+        diffusers LoRA loader. Empty (the default): the export is loaded with ``pipe.load_lora_weights``.
         """
         return {}
 
@@ -247,4 +272,5 @@ class TransformerBackbone(DiffusersBackbone):
         return c.num_attention_heads * c.attention_head_dim, self.latent_size() // c.patch_size
 
 
-__all__ = ["DiffusersBackbone", "TransformerBackbone", "cast_floats", "lora_layers", "peft_lora_config"]
+__all__ = ["STUDENT_ADAPTER", "DiffusersBackbone", "TransformerBackbone", "cast_floats", "lora_layers",
+           "peft_lora_config"]

@@ -16,6 +16,10 @@ class TeacherNotFoundError(FileNotFoundError):
     """The teacher is neither a local directory, nor in the local hub cache, nor downloadable."""
 
 
+class HubUnreachableError(ConnectionError):
+    """``HF_HUB_OFFLINE`` is set, or the hub's endpoint does not answer within a few seconds."""
+
+
 def _offline() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE", "")
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
@@ -28,6 +32,24 @@ def _not_found(name: str, reason: str) -> TeacherNotFoundError:
         f"`DiffusionPipeline.download({name!r})`), copy DIR here and pass backbone.pretrained=DIR "
         f"(a diffusers pipeline directory holding model_index.json)."
     )
+
+
+def require_hub(action: str) -> None:
+    """Raise :class:`HubUnreachableError` at once when ``action`` (e.g. "push to the hub") cannot reach
+    the hub: ``HF_HUB_OFFLINE`` is set, or its endpoint refuses or ignores a connection for a few seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    if _offline():
+        raise HubUnreachableError(f"cannot {action}: HF_HUB_OFFLINE is set (unset it on a machine with network)")
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT_S).close()
+    except OSError as err:
+        raise HubUnreachableError(f"cannot {action}: {constants.ENDPOINT} is unreachable ({err})") from err
 
 
 def resolve_pretrained(name_or_path: str, revision: str | None = None, variant: str | None = None) -> str:
@@ -73,4 +95,4 @@ def resolve_pretrained(name_or_path: str, revision: str | None = None, variant: 
         raise _not_found(name_or_path, f"{type(err).__name__}: {first}") from err
 
 
-__all__ = ["TeacherNotFoundError", "resolve_pretrained"]
+__all__ = ["HubUnreachableError", "TeacherNotFoundError", "require_hub", "resolve_pretrained"]

@@ -28,8 +28,9 @@ from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
 from torch import nn
 from transformers import T5EncoderModel, T5Tokenizer
 
-from flash_exp.backbones.common import TransformerBackbone, cast_floats, peft_lora_config
+from flash_exp.backbones.common import STUDENT_ADAPTER, TransformerBackbone, cast_floats, peft_lora_config
 from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.lora_files import PEFT_FILE
 
 MAX_LENGTH = 120  # T5 tokens, PixArt-alpha
 
@@ -124,7 +125,7 @@ class PixArtBackbone(TransformerBackbone):
         """A PEFT adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``."""
         directory.mkdir(parents=True, exist_ok=True)
         self.peft_model.save_pretrained(str(directory), safe_serialization=True)
-        return directory / "adapter_model.safetensors"
+        return directory / PEFT_FILE
 
     @classmethod
     def load_student_components(cls, path: str, lora_dir: Path, dtype: torch.dtype, extra: dict) -> dict:
@@ -133,7 +134,7 @@ class PixArtBackbone(TransformerBackbone):
 
         transformer = PixArtTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
                                                                **extra)
-        return {"transformer": PeftModel.from_pretrained(transformer, str(lora_dir))}
+        return {"transformer": PeftModel.from_pretrained(transformer, str(lora_dir), adapter_name=STUDENT_ADAPTER)}
 
 
 __all__ = ["FlashPixArtAlphaPipeline", "PixArtBackbone"]

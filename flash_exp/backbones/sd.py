@@ -10,10 +10,20 @@ from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flash_exp.backbones.base import DTYPES
-from flash_exp.backbones.common import DiffusersBackbone, cast_floats, peft_lora_config
+from flash_exp.backbones.common import (
+    STUDENT_ADAPTER,
+    DiffusersBackbone,
+    cast_floats,
+    lora_layers,
+    peft_lora_config,
+)
 from flash_exp.backbones.condition import Condition
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
+from flash_exp.backbones.lora_files import (
+    LORA_FILE,
+    check_lora_attached,
+    lora_weights_file,
+    recorded_module_count,
+)
 
 
 class StableDiffusionBackbone(DiffusersBackbone):
@@ -113,20 +123,17 @@ class StableDiffusionBackbone(DiffusersBackbone):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def export(self, directory: Path) -> Path:
-        """diffusers LoRA: ``pytorch_lora_weights.safetensors`` with the adapter config as metadata."""
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
-
-        directory.mkdir(parents=True, exist_ok=True)
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
-        self.pipeline_class.save_lora_weights(
-            save_directory=directory,
-            unet_lora_layers=layers,
-            unet_lora_adapter_metadata=self.unet.peft_config["default"].to_dict(),
-            safe_serialization=True,
-        )
-        return directory / LORA_FILE
+    def load_student(self, export_dir: Path) -> None:
+        """Make the student the exported one: the training adapter gives way to the export read by
+        diffusers' LoRA loader (``load_lora_adapter``, what ``pipe.load_lora_weights`` calls for the UNet)
+        as adapter ``flash``; fails, naming both counts, unless every module of the export is attached."""
+        self.unet.load_lora_adapter(str(export_dir), weight_name=LORA_FILE, prefix="unet",
+                                    adapter_name=STUDENT_ADAPTER)
+        check_lora_attached([self.unet], STUDENT_ADAPTER, lora_weights_file(export_dir),
+                            recorded_module_count(export_dir))
+        self.unet.delete_adapters("default")
+        self.unet.set_adapter(STUDENT_ADAPTER)
+        self._lora_layers = lora_layers(self.unet)
 
 
 def _zero_like(value, keep: tuple[str, ...] = ()):
@@ -138,4 +145,4 @@ def _zero_like(value, keep: tuple[str, ...] = ()):
     return value
 
 
-__all__ = ["StableDiffusionBackbone", "DTYPES", "LORA_FILE", "peft_lora_config"]
+__all__ = ["StableDiffusionBackbone", "DTYPES", "peft_lora_config"]

@@ -26,8 +26,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 from torch import nn
@@ -35,7 +33,6 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from flash_exp.backbones.common import TransformerBackbone, cast_floats
 from flash_exp.backbones.condition import Condition
-from flash_exp.backbones.sd import LORA_FILE
 
 MAX_T5_LENGTH = 256  # the pipeline's default max_sequence_length
 
@@ -142,19 +139,6 @@ class StableDiffusion3Backbone(TransformerBackbone):
             pipe.default_negative_prompt = self.cfg.negative_prompt
         pipe.set_progress_bar_config(disable=True)
         return pipe
-
-    def export(self, directory: Path) -> Path:
-        """diffusers LoRA: ``pytorch_lora_weights.safetensors`` with the adapter config as metadata."""
-        from peft.utils import get_peft_model_state_dict
-
-        directory.mkdir(parents=True, exist_ok=True)
-        StableDiffusion3Pipeline.save_lora_weights(
-            save_directory=directory,
-            transformer_lora_layers=get_peft_model_state_dict(self.transformer),
-            transformer_lora_adapter_metadata=self.transformer.peft_config["default"].to_dict(),
-            safe_serialization=True,
-        )
-        return directory / LORA_FILE
 
 
 __all__ = ["FlashStableDiffusion3Pipeline", "StableDiffusion3Backbone"]
