@@ -32,6 +32,7 @@ import torch
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.config import TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.shard_writer import write_shards
 from flash_exp.data.webdataset import CaptionedImageStream, pack_cached
 
@@ -52,11 +53,14 @@ def compose_config(overrides: list[str]) -> TrainConfig:
 
 
 def source_stream(cfg: TrainConfig) -> CaptionedImageStream:
-    """The image shards of ``data`` with the training filters, crop and resolution."""
+    """The image shards (or folder, ``data=folder``) of ``data`` with the training filters, crop and resolution."""
     d = cfg.data
-    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size,
-                                min_aesthetic_score=d.min_aesthetic_score, image_keys=d.image_key,
-                                caption_key=d.caption_key, crop_size=d.crop_size)
+    common = dict(min_aesthetic_score=d.min_aesthetic_score, image_keys=d.image_key, caption_key=d.caption_key,
+                  crop_size=d.crop_size)
+    if d.kind == "folder":
+        return FolderImageStream(d.root, cfg.backbone.resolution, d.batch_size,
+                                 files_per_shard=d.files_per_shard, **common)
+    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size, **common)
 
 
 def _one_sample(value: Any, i: int) -> Any:
