@@ -586,6 +586,21 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(key, "???", "a value is required" + hint) from None
 
 
+def compose_train_config(overrides: list[str]) -> TrainConfig:
+    """The training config that ``python -m flash_exp.train <overrides>`` would validate (for the
+    tools that take the same overrides: cache_latents, prefetch)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return validate(compose(config_name="train", overrides=overrides))
+
+
 def register_configs() -> None:
     """Register the root schema so ``conf/train.yaml`` can name it first in its defaults list."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -31,25 +31,12 @@ from typing import Any
 import torch
 
 from flash_exp.backbones.base import Backbone
-from flash_exp.config import TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.config import TrainConfig, compose_train_config
 from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.shard_writer import write_shards
 from flash_exp.data.webdataset import CaptionedImageStream, pack_cached
 
 log = logging.getLogger("flash_exp.data.cache_latents")
-REPO = Path(__file__).resolve().parents[2]
-
-
-def compose_config(overrides: list[str]) -> TrainConfig:
-    """The training config that ``python -m flash_exp.train <overrides>`` would validate."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return validate(compose(config_name="train", overrides=overrides))
 
 
 def source_stream(cfg: TrainConfig) -> CaptionedImageStream:
@@ -125,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    shards = write_cache(compose_config(args.overrides), args.out, device, args.batch_size, args.shard_size)
+    shards = write_cache(compose_train_config(args.overrides), args.out, device, args.batch_size, args.shard_size)
     listing = ",".join(str(s) for s in shards)
     print(f"train on the cache with: 'data.shards=[{listing}]' data.cached=true")
     return shards
