@@ -149,3 +149,22 @@ def test_a_folder_run_and_a_run_on_its_shards_start_with_the_same_loss(tmp_path,
     folder_loss, folder_skipped = first_loss(tmp_path / "folder")
     shards_loss, shards_skipped = first_loss(tmp_path / "shards")
     assert folder_loss == shards_loss and folder_skipped == 5.0 and shards_skipped == 0.0
+
+
+def test_the_latent_cache_of_a_folder_is_that_of_its_shards(tmp_path, tiny_sd_dir):
+    from flash_exp.config import compose_train_config
+    from flash_exp.data.cache_latents import write_cache
+
+    own = make_folder(tmp_path / "f", "json", count=12, broken=1)  # image 7 broken, all captioned
+    summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s")])
+    base = ["backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32", "loss.distill.type=l2",
+            "data.min_aesthetic_score=null"]
+    from_folder = write_cache(compose_train_config([*base, "data=folder", f"data.root={own.root}"]),
+                              tmp_path / "a", torch.device("cpu"))
+    from_shards = write_cache(compose_train_config([*base, f"data.shards=[{summary.shards[0]}]"]),
+                              tmp_path / "b", torch.device("cpu"))
+    a = list(wds.WebDataset(str(from_folder[0]), shardshuffle=False))
+    b = list(wds.WebDataset(str(from_shards[0]), shardshuffle=False))
+    assert len(a) == len(b) == 11
+    for x, y in zip(a, b, strict=True):
+        assert x["__key__"] == y["__key__"] and x["json"] == y["json"] and x["pth"] == y["pth"]
