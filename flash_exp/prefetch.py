@@ -201,9 +201,6 @@ class TorchvisionVgg16(Item):
                                                    check_hash=True)
         return self._path(cache)
 
-    def env(self, cache: Path, path: Path) -> dict[str, str]:
-        return {"TORCH_HOME": _relative(cache, cache / TORCH_DIR)}
-
 
 @dataclass
 class LocalPath(Item):
@@ -267,14 +264,21 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
     return items, coco
 
 
+def eval_group(benchmarks: list[str]) -> str | None:
+    """The ``conf/eval`` group that names exactly ``benchmarks``, if one does."""
+    from flash_exp.data.coco import EVAL_DIR, eval_benchmarks
+
+    return next((p.stem for p in sorted(EVAL_DIR.glob("*.yaml")) if eval_benchmarks(p.stem) == list(benchmarks)),
+                None)
+
+
 def _human(size: int | None) -> str:
     if size is None:
         return "?"
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def table(rows: list[tuple[Item, str, int | None]]) -> str:
@@ -323,15 +327,17 @@ def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str])
     print(f"cache: {cache}")
     print(table(rows))
     if coco:
+        group = eval_group(cfg.eval.benchmarks)
         print(f"COCO files ({', '.join(coco)}) are not fetched here: python -m flash_exp.data.coco check "
-              "root=DIR eval=<the eval of this run>")
+              f"root=DIR eval={group or 'EVAL'} says what is missing")
     if dry_run:
         return 0
     for line in failed:
         print(f"error: {line}", file=sys.stderr)
-    if failed:
-        print("gated repositories (SD3) need their licence accepted on the hub and `hf auth login` first",
+    if any("Gated" in line for line in failed):
+        print("a gated repository (SD3) needs its licence accepted on the hub and `hf auth login` first",
               file=sys.stderr)
+    if failed:
         return 1
     env = write_env(cache, found, overrides)
     print(f"wrote {env}: copy {cache} to the cluster, then `source {env.name}` there before train and evaluate")
