@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 LAYOUTS = ("txt", "json", "jsonl", "csv")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 40)}
@@ -34,8 +34,6 @@ def _image(i: int) -> tuple[Image.Image, str]:
     image = Image.new("RGB", (40 + 4 * (i % 3), 32), COLOURS[back])
     x, y, s = rng.randrange(0, 20), rng.randrange(0, 12), rng.randrange(8, 18)
     box = (x, y, x + s, y + s)
-    from PIL import ImageDraw
-
     draw = ImageDraw.Draw(image)
     (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLOURS[colour])
     return image, f"a {colour}  {shape} on a\n{back} background "  # stray whitespace: normalised on read
@@ -52,8 +50,8 @@ def _broken(kind: int) -> bytes:
 
 
 def make_folder(root: Path, layout: str, count: int = 200, broken: int = 3, uncaptioned: int = 2) -> OwnFolder:
-    """``count`` images under ``root`` (some in a subfolder), captions in ``layout``; the first ``broken``
-    of every 50th image are undecodable files, and ``uncaptioned`` images have no caption."""
+    """``count`` images under ``root`` (every fifth in a subfolder), captions in ``layout``. Images 7, 57,
+    107, ... (``broken`` of them) are undecodable files, images 23, 73, ... (``uncaptioned``) have none."""
     assert layout in LAYOUTS
     out = OwnFolder(root)
     rows = []
