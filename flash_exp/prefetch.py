@@ -243,14 +243,16 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
                                  subfolder=t.adapter.subfolder))
     if t.name == "faceswap" and t.identity.pretrained and t.identity.pretrained != b.pretrained:
         items.append(_model_item("task model (identity encoder)", t.identity.pretrained, "train, evaluate"))
-    lpips_train = cfg.loss.distill.type == "lpips"
-    lpips_eval = task_class(t.name).has_ground_truth
-    if lpips_train and cfg.loss.distill.lpips_weights:
+    vgg_users = []  # the LPIPS loss reads loss.distill.lpips_weights, else torch.hub's cache, as evaluate does
+    if cfg.loss.distill.type == "lpips" and cfg.loss.distill.lpips_weights:
         items.append(LocalPath("VGG16 (LPIPS)", cfg.loss.distill.lpips_weights, "train"))
-    if (lpips_train and not cfg.loss.distill.lpips_weights) or lpips_eval:
-        used_by = ", ".join(u for u, on in (("train", lpips_train and not cfg.loss.distill.lpips_weights),
-                                            ("evaluate (LPIPS)", lpips_eval)) if on)
-        items.append(TorchvisionVgg16("VGG16 (LPIPS)", "torchvision vgg16-397923af.pth", used_by, _vgg16_size()))
+    elif cfg.loss.distill.type == "lpips":
+        vgg_users.append("train")
+    if task_class(t.name).has_ground_truth:
+        vgg_users.append("evaluate (LPIPS)")
+    if vgg_users:
+        items.append(TorchvisionVgg16("VGG16 (LPIPS)", "torchvision vgg16-397923af.pth", ", ".join(vgg_users),
+                                      _vgg16_size()))
     coco: list[str] = []
     for name in cfg.eval.benchmarks:
         bench = load_benchmark(name, overrides=dict(cfg.eval.options.get(name) or {}))
@@ -290,11 +292,11 @@ def table(rows: list[tuple[Item, str, int | None]]) -> str:
                      for line in lines)
 
 
-def write_env(cache: Path, found: dict[int, tuple[Item, Path]], overrides: list[str]) -> Path:
+def write_env(cache: Path, found: list[tuple[Item, Path]], overrides: list[str]) -> Path:
     """``cache/offline.env``: HF_HUB_OFFLINE=1 and the cache paths, relative to ``$FLASH_EXP_CACHE``."""
     variables = {"HF_HOME": f"${CACHE_ENV}/huggingface", "HF_HUB_CACHE": f"${CACHE_ENV}/{HUB_DIR}",
                  "HF_HUB_OFFLINE": "1", "TORCH_HOME": f"${CACHE_ENV}/{TORCH_DIR}"}
-    for item, path in found.values():
+    for item, path in found:
         variables.update(item.env(cache, path))
     lines = [f"# python -m flash_exp.prefetch {' '.join(overrides)}",
              "# source this file on the cluster; set FLASH_EXP_CACHE first if the folder moved",
@@ -308,10 +310,10 @@ def write_env(cache: Path, found: dict[int, tuple[Item, Path]], overrides: list[
 def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str]) -> int:
     """List (and unless ``dry_run`` fetch) what ``cfg`` loads; returns the exit code."""
     items, coco = plan(cfg)
-    found: dict[int, tuple[Item, Path]] = {}
+    found: list[tuple[Item, Path]] = []
     rows: list[tuple[Item, str, int | None]] = []
     failed = []
-    for index, item in enumerate(items):
+    for item in items:
         path = item.find(cache)
         state = "local" if isinstance(item, LocalPath) and path else ("present" if path else "missing")
         if path is None and not dry_run:
@@ -322,7 +324,7 @@ def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str])
                 state = "FAILED"
                 failed.append(f"{item.what} {item.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         if path is not None:
-            found[index] = (item, path)
+            found.append((item, path))
         rows.append((item, state, _size(path) if path is not None else item.published_size))
     print(f"cache: {cache}")
     print(table(rows))

@@ -196,3 +196,11 @@ def test_train_and_evaluate_offline_from_the_prefetched_cache(tmp_path, tiny_sd_
         assert done.returncode == 0, done.stderr[-3000:]
     assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
     assert (run / "eval" / "toy" / "student_nfe1.json").is_file()
+
+
+def test_what_cannot_be_fetched_fails_and_writes_no_env(tmp_path, capsys):
+    code = main(["--cache", str(tmp_path), "backbone=sd15", "loss.distill.type=l2"])  # HF_HUB_OFFLINE=1 here
+    captured = capsys.readouterr()
+    assert code == 1 and "FAILED" in captured.out
+    assert "error: teacher runwayml/stable-diffusion-v1-5:" in captured.err
+    assert not (tmp_path / "offline.env").exists()
