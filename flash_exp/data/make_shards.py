@@ -5,12 +5,12 @@
 
 The folder layouts are those of ``data=folder`` (:mod:`flash_exp.data.folder`). Each image is
 checked by decoding it; images without a caption or that do not decode are left out and listed by
-reason. Captions are normalised (whitespace collapsed) and written as ``json{caption,
-aesthetic_score, ...}`` beside the image, whose bytes are copied unchanged unless ``--resize SIDE``
-re-encodes those with a shorter side above SIDE as JPEG (quality 95) at that shorter side. Shard i
-holds the usable images of the folder's i-th group of ``--shard-size`` files (sorted by path), so a
-run on the shards and a ``data=folder`` run with ``data.files_per_shard`` equal to the shard size
-read the same stream.
+reason (printed, and kept in ``<out>/make_shards.json``). Captions are normalised (whitespace
+collapsed) and written as ``json{caption, aesthetic_score, ...}`` beside the image, whose bytes are
+copied unchanged unless ``--resize SIDE`` re-encodes those with a shorter side above SIDE as JPEG
+(quality 95) at that shorter side. Shard i holds the usable images of the folder's i-th group of
+``--shard-size`` files (sorted by path), so a run on the shards and a ``data=folder`` run with
+``data.files_per_shard`` equal to the shard size read the same stream.
 """
 
 from __future__ import annotations
