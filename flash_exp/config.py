@@ -406,13 +406,14 @@ class DataConfig:
         from pathlib import Path
 
         if not self.root:
-            raise ConfigError("data.root", self.root, "data=folder needs a directory of images and captions")
+            raise ConfigError("data.root", self.root, "data=folder needs data.root=DIR, a directory of images "
+                              "and captions (README \"Your own data\")")
         if not Path(self.root).expanduser().is_dir():
             raise ConfigError("data.root", self.root, "is not a directory")
         if self.cached:
             raise ConfigError("data.cached", True, "reads latent-cache shards, not a folder: cache the folder "
                               "with python -m flash_exp.data.cache_latents data=folder data.root=DIR, then "
-                              "train on the cache with data=webdataset")
+                              "train on the shards it prints with data.cached=true, without data=folder")
         _positive("data.files_per_shard", self.files_per_shard)
 
 
