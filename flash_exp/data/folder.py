@@ -186,7 +186,9 @@ class FolderImageStream(CaptionedImageStream):
         self.groups = dict(zip(names, groups, strict=True))
         super().__init__(names, resolution, batch_size, **kwargs)
 
-    def _read(self, urls: list[str]) -> Iterator[dict]:
+    def _raw_samples(self, urls: list[str]) -> Iterator[dict]:
+        """The samples of the groups named by ``urls``, in order; files without a caption or that do
+        not decode are counted as skipped and left out, as ``make_shards`` leaves them out."""
         for url in urls:
             for record in self.groups[url]:
                 sample, reason = record_sample(record, self.caption_key)
