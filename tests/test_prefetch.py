@@ -173,7 +173,7 @@ def _network_off() -> list[str]:
 def test_train_and_evaluate_offline_from_the_prefetched_cache(tmp_path, tiny_sd_dir):
     """The sd15 teacher as a tiny stand-in in the hub cache; prefetch writes offline.env; train and
     evaluate (the toy benchmark, which needs no download) run with the network disabled."""
-    from flash_exp.toyworld import assets
+    from tests.fixtures_eval import write_toy_shards
 
     cache = tmp_path / "cache"
     in_hub_cache(cache / "huggingface" / "hub", "runwayml/stable-diffusion-v1-5", {".": tiny_sd_dir})
@@ -182,17 +182,17 @@ def test_train_and_evaluate_offline_from_the_prefetched_cache(tmp_path, tiny_sd_
                   "backbone.teacher_sampling.steps=2", "loss.distill.type=l2", "data.batch_size=2",
                   "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu",
                   "trainer.max_steps=2", "trainer.sample_every=0", "eval=toy"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     prefetch = [sys.executable, "-m", "flash_exp.prefetch", "--cache", str(cache), *train_args]
-    assert subprocess.run(prefetch, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True).returncode == 0
+    assert subprocess.run(prefetch, cwd=REPO, env=env, capture_output=True, text=True).returncode == 0
     train = [sys.executable, "-m", "flash_exp.train", *train_args, f"hydra.run.dir={run}"]
     evaluate = [sys.executable, "-m", "flash_exp.evaluate", f"run_dir={run}", "device=cpu", "batch_size=4",
                 "student_nfe=[1]", "teacher_nfe=[]", "teacher_full=false", f"cache_dir={tmp_path / 'eval'}",
-                "+eval.options.toy.num_images=8", f"+eval.options.toy.toy.shards=[{assets.heldout_shards()[0]}]"]
+                "+eval.options.toy.num_images=8", f"+eval.options.toy.toy.shards=[{','.join(write_toy_shards(tmp_path / 'toy'))}]"]
     for command in (train, evaluate):
         script = f"source {cache / 'offline.env'} && exec " + " ".join(f"'{a}'" for a in command)
         done = subprocess.run([*_network_off(), "bash", "-c", script], cwd=REPO, capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+                              env=env)
         assert done.returncode == 0, done.stderr[-3000:]
     assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
     assert (run / "eval" / "toy" / "student_nfe1.json").is_file()
