@@ -25,6 +25,7 @@ NULL_CONDITIONS = ("empty_prompt", "zero", "negative_prompt")
 DTYPES = ("float32", "bfloat16", "float16")
 REAL_SOURCES = ("data", "teacher")
 TASKS = ("t2i", "inpainting", "superres", "adapter_canny", "faceswap")
+DATA_KINDS = ("webdataset", "folder")
 
 
 class ConfigError(ValueError):
@@ -402,6 +403,9 @@ class PhasesConfig:
 @dataclass
 class DataConfig:
     shards: list[str] = MISSING  # brace-expandable webdataset urls or local tar paths
+    kind: str = "webdataset"  # "webdataset": data.shards; "folder": images and captions under data.root
+    root: str | None = None  # data=folder: the directory (README "Your own data")
+    files_per_shard: int = 1000  # data=folder: files read as one shard (make_shards --shard-size)
     batch_size: int = 4  # per device
     num_workers: int = 0
     shuffle_buffer: int = 1000
@@ -418,6 +422,23 @@ class DataConfig:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
+        _one_of("data.kind", self.kind, DATA_KINDS)
+        if self.kind == "folder":
+            self._check_folder()
+
+    def _check_folder(self) -> None:
+        from pathlib import Path
+
+        if not self.root:
+            raise ConfigError("data.root", self.root, "data=folder needs data.root=DIR, a directory of images "
+                              "and captions (README \"Your own data\")")
+        if not Path(self.root).expanduser().is_dir():
+            raise ConfigError("data.root", self.root, "is not a directory")
+        if self.cached:
+            raise ConfigError("data.cached", True, "reads latent-cache shards, not a folder: cache the folder "
+                              "with python -m flash_exp.data.cache_latents data=folder data.root=DIR, then "
+                              "train on the shards it prints with data.cached=true, without data=folder")
+        _positive("data.files_per_shard", self.files_per_shard)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -533,6 +554,9 @@ class TrainConfig:
                 f"supported: {', '.join(self.task.supported_families)}"
                 + (f" (backbone={' | '.join(names)})" if names else ""),
             )
+        if self.data.kind == "folder" and self.task.name != "t2i" and not self.task.grid_shards:
+            raise ConfigError("task.grid_shards", [], f"task={self.task.name} on data=folder needs the held-out "
+                              "conditions of its sample grids as shards (python -m flash_exp.data.make_shards)")
         if self.task.name == "adapter_canny" and not self.task.adapter.pretrained:
             raise ConfigError("task.adapter.pretrained", self.task.adapter.pretrained,
                               "adapter_canny needs a T2IAdapter (hub id or local directory)")
@@ -585,6 +609,21 @@ def validate(cfg: DictConfig) -> TrainConfig:
         hint = (" (a hub id or a local diffusers pipeline directory; this task has no public teacher for "
                 "this backbone, see README 'Tasks')" if key == "backbone.pretrained" else "")
         raise ConfigError(key, "???", "a value is required" + hint) from None
+
+
+def compose_train_config(overrides: list[str]) -> TrainConfig:
+    """The training config that ``python -m flash_exp.train <overrides>`` would validate (for the
+    tools that take the same overrides: cache_latents, prefetch)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return validate(compose(config_name="train", overrides=overrides))
 
 
 def register_configs() -> None:

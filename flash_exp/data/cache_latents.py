@@ -31,32 +31,23 @@ from typing import Any
 import torch
 
 from flash_exp.backbones.base import Backbone
-from flash_exp.config import TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.config import TrainConfig, compose_train_config
+from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.shard_writer import write_shards
 from flash_exp.data.webdataset import CaptionedImageStream, pack_cached
 
 log = logging.getLogger("flash_exp.data.cache_latents")
-REPO = Path(__file__).resolve().parents[2]
-
-
-def compose_config(overrides: list[str]) -> TrainConfig:
-    """The training config that ``python -m flash_exp.train <overrides>`` would validate."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return validate(compose(config_name="train", overrides=overrides))
 
 
 def source_stream(cfg: TrainConfig) -> CaptionedImageStream:
-    """The image shards of ``data`` with the training filters, crop and resolution."""
+    """The image shards (or folder, ``data=folder``) of ``data`` with the training filters, crop and resolution."""
     d = cfg.data
-    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size,
-                                min_aesthetic_score=d.min_aesthetic_score, image_keys=d.image_key,
-                                caption_key=d.caption_key, crop_size=d.crop_size)
+    common = dict(min_aesthetic_score=d.min_aesthetic_score, image_keys=d.image_key, caption_key=d.caption_key,
+                  crop_size=d.crop_size)
+    if d.kind == "folder":
+        return FolderImageStream(d.root, cfg.backbone.resolution, d.batch_size,
+                                 files_per_shard=d.files_per_shard, **common)
+    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size, **common)
 
 
 def _one_sample(value: Any, i: int) -> Any:
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    shards = write_cache(compose_config(args.overrides), args.out, device, args.batch_size, args.shard_size)
+    shards = write_cache(compose_train_config(args.overrides), args.out, device, args.batch_size, args.shard_size)
     listing = ",".join(str(s) for s in shards)
     print(f"train on the cache with: 'data.shards=[{listing}]' data.cached=true")
     return shards

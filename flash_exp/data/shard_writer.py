@@ -58,3 +58,25 @@ def write_shards(samples: Iterable[dict], pattern: str, maxcount: int) -> list[P
         for sample in samples:
             sink.write(sample)
     return written
+
+
+def write_groups(groups: Iterable[Iterable[dict]], pattern: str) -> list[Path]:
+    """Write each group of samples into its own shard ``pattern % group_index`` (an empty group gives an
+    empty shard, so shard i always holds group i); samples as in :func:`write_shards`."""
+    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
+    opener = _ReproducibleOpener()
+    written: list[Path] = []
+
+    def finished(fname: str) -> None:
+        opener.close(fname)
+        written.append(Path(fname))
+
+    unbounded = float("inf")
+    with wds.ShardWriter(pattern, maxcount=unbounded, maxsize=unbounded, opener=opener, post=finished,
+                         verbose=0, mtime=0.0) as sink:
+        for index, group in enumerate(groups):
+            if index > 0:
+                sink.next_stream()
+            for sample in group:
+                sink.write(sample)
+    return written

@@ -136,6 +136,11 @@ class CaptionedImageStream(IterableDataset):
             item.update(extra)
         return item
 
+    def _raw_samples(self, urls: list[str]) -> Iterator[dict]:
+        """The raw samples of ``urls`` in order: webdataset dicts (``__key__`` and one entry per extension).
+        A subclass reads another source here (:class:`flash_exp.data.folder.FolderImageStream`)."""
+        return wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+
     def task_generator(self, role: int, num_workers: int, position: int) -> torch.Generator:
         """The generator of the task inputs of the sample at ``position`` in the stream of ``role``."""
         digest = hashlib.sha256(f"{self.seed}-{self.rank}-{role}/{num_workers}-{position}".encode()).digest()
@@ -155,7 +160,7 @@ class CaptionedImageStream(IterableDataset):
         """Every usable sample of the shards once, in shard order, unshuffled: ``_decode``'s dict plus
         ``key`` (the sample's ``__key__``), with the task's inputs drawn by :meth:`task_generator`
         (role 0 of 1) at the sample's position."""
-        raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in self.shards))
+        raw = self._raw_samples(self.shards)
         position = 0
         for sample in raw:
             item = self._decode(sample)
@@ -183,7 +188,7 @@ class CaptionedImageStream(IterableDataset):
                 random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
                 urls = urls[self.rank :: self.world_size] or urls
                 urls = urls[worker::num_workers] or urls
-            raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+            raw = self._raw_samples(urls)
             count = 0
             for sample in wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw):
                 count += 1

@@ -1,4 +1,5 @@
-"""The LightningDataModule around :class:`~flash_exp.data.webdataset.CaptionedImageStream` (image shards) or
+"""The LightningDataModule around :class:`~flash_exp.data.webdataset.CaptionedImageStream` (image shards),
+:class:`~flash_exp.data.folder.FolderImageStream` (a folder, ``data=folder``) or
 :class:`~flash_exp.data.webdataset.CachedLatentStream` (latent-cache shards, ``data.cached=true``)."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from flash_exp.config import TrainConfig
+from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
 from flash_exp.tasks import build_sample_transform
 
@@ -25,9 +27,11 @@ class FlashDataModule(L.LightningDataModule):
         if d.cached:
             return CachedLatentStream(list(d.shards), {"family": b.family, "resolution": b.resolution}, **common)
         # the task's per-sample inputs (masks, low-res images, edge maps, references)
-        return CaptionedImageStream(shards=list(d.shards), resolution=b.resolution, image_keys=d.image_key,
-                                    caption_key=d.caption_key, crop_size=d.crop_size,
-                                    transform=build_sample_transform(self.cfg.task, b.resolution), **common)
+        common.update(image_keys=d.image_key, caption_key=d.caption_key, crop_size=d.crop_size,
+                      transform=build_sample_transform(self.cfg.task, b.resolution))
+        if d.kind == "folder":
+            return FolderImageStream(d.root, b.resolution, files_per_shard=d.files_per_shard, **common)
+        return CaptionedImageStream(shards=list(d.shards), resolution=b.resolution, **common)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

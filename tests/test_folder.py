@@ -1,0 +1,170 @@
+"""data=folder and make_shards: caption layouts, skipped files, and the same stream as the shards."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from flash_exp.config import ConfigError, validate
+from flash_exp.data.folder import FolderImageStream, scan_folder
+from flash_exp.data.make_shards import main as make_shards_main
+from flash_exp.data.webdataset import CaptionedImageStream
+from tests.conftest import compose
+from tests.own_data import LAYOUTS, make_folder
+
+
+def take(stream, n):
+    it = iter(stream)
+    return [next(it) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def own(request, tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def test_every_layout_gives_each_usable_image_its_caption_and_counts_the_rest(own):
+    stream = FolderImageStream(own.root, 16, 4)
+    items = list(stream.one_pass())
+    expected = {rel: " ".join(c.split()) for rel, c in own.captions.items()}
+    assert len(items) == len(expected) == 195
+    assert stream.counters.skipped == len(own.broken) + len(own.uncaptioned) == 5
+    by_key = {r.key: r.path.relative_to(own.root).as_posix() for r in scan_folder(own.root)}
+    assert {by_key[i["key"]]: i["caption"] for i in items} == expected
+    assert all(i["pixels"].shape == (3, 16, 16) for i in items)
+
+
+def test_the_aesthetic_threshold_applies_to_folder_scores(tmp_path):
+    own = make_folder(tmp_path / "f", "jsonl", count=40, broken=0, uncaptioned=0)
+    stream = FolderImageStream(own.root, 16, 4, min_aesthetic_score=6.0)
+    kept = list(stream.one_pass())
+    assert len(kept) == sum(s >= 6.0 for s in own.scores.values())
+    assert stream.counters.filtered == sum(s < 6.0 for s in own.scores.values())
+
+
+def test_a_metadata_row_wins_over_a_same_name_caption(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("from the txt")
+    with (tmp_path / "metadata.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["file_name", "text"], ["a.png", "from the  metadata"]])
+    [record] = scan_folder(tmp_path)
+    assert record.caption == "from the metadata"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_folder_and_its_shards_give_the_same_batches_and_resume_alike(tmp_path, workers):
+    from torch.utils.data import DataLoader
+
+    own = make_folder(tmp_path / "f", "txt", count=120)
+    summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s"), "--shard-size", "30"])
+    assert len(summary.shards) == 4
+
+    def batches(stream, start, n):
+        stream.start_batch = start
+        it = iter(DataLoader(stream, batch_size=None, num_workers=workers))
+        return [next(it) for _ in range(n)]
+
+    def folder():
+        return FolderImageStream(own.root, 16, 5, files_per_shard=30, seed=3, shuffle_buffer=50)
+
+    def shards():
+        return CaptionedImageStream([summary.pattern()], 16, 5, seed=3, shuffle_buffer=50)
+
+    a, b = batches(folder(), 0, 30), batches(shards(), 0, 30)  # 150 samples: into the second epoch
+    for x, y in zip(a, b, strict=True):
+        assert x["captions"] == y["captions"] and torch.equal(x["pixels"], y["pixels"])
+    assert int(a[-1]["skipped"]) > 0 and int(b[-1]["skipped"]) == 0
+    tail = batches(folder(), 25, 5)
+    assert [t["captions"] for t in tail] == [x["captions"] for x in a[25:]]
+
+
+def test_make_shards_copies_the_images_and_reports_what_it_skipped(tmp_path, capsys):
+    own = make_folder(tmp_path / "f", "json")
+    summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s")])
+    printed = capsys.readouterr().out
+    assert "wrote 195 samples in 1 shard(s)" in printed and "skipped 5 file(s)" in printed
+    assert "3 undecodable image" in printed and "2 missing caption" in printed
+    assert f"'data.shards=[\"{tmp_path / 's' / 'shard-000000.tar'}\"]'" in printed
+    assert sorted(p.relative_to(own.root).as_posix() for p in summary.skipped["undecodable image"]) == own.broken
+    samples = list(wds.WebDataset(str(summary.shards[0]), shardshuffle=False))
+    assert len(samples) == 195
+    by_name = {}
+    for s in samples:
+        ext = "png" if "png" in s else "jpg"
+        by_name[s["__key__"]] = (s[ext], json.loads(s["json"]))
+    for rel, caption in own.captions.items():
+        data, meta = by_name[rel.rsplit(".", 1)[0].replace("img.", "img_")]
+        assert data == (own.root / rel).read_bytes()
+        assert meta == {"caption": " ".join(caption.split()), "aesthetic_score": own.scores[rel]}
+
+
+def test_make_shards_resize_bounds_the_shorter_side(tmp_path):
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(tmp_path / "big.png")
+    (tmp_path / "big.txt").write_text("a big image")
+    Image.new("RGB", (50, 40)).save(tmp_path / "small.png")
+    (tmp_path / "small.txt").write_text("a small image")
+    summary = make_shards_main(["--src", str(tmp_path), "--out", str(tmp_path / "s"), "--resize", "100"])
+    samples = {s["__key__"]: s for s in wds.WebDataset(str(summary.shards[0]), shardshuffle=False)}
+    assert Image.open(io.BytesIO(samples["big"]["jpg"])).size == (150, 100)
+    assert samples["small"]["png"] == (tmp_path / "small.png").read_bytes() and summary.resized == 1
+
+
+def test_folder_config_names_the_key_and_what_is_allowed(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        validate(compose(["data=folder"]))
+    with pytest.raises(ConfigError, match="data.root.*not a directory"):
+        validate(compose(["data=folder", f"data.root={tmp_path / 'absent'}"]))
+    with pytest.raises(ConfigError, match="data.kind.*allowed values are webdataset, folder"):
+        validate(compose(["data.kind=zip"]))
+    with pytest.raises(ConfigError, match="task.grid_shards"):
+        validate(compose(["data=folder", f"data.root={tmp_path}", "backbone=sd15", "task=inpainting"]))
+    cfg = validate(compose(["data=folder", f"data.root={tmp_path}"]))
+    assert cfg.data.kind == "folder" and cfg.data.files_per_shard == 1000
+
+
+def first_loss(run: Path) -> float:
+    with open(run / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("loss/generator")]
+    return float(rows[0]["loss/generator"]), float(rows[-1]["data/skipped"])
+
+
+@pytest.mark.slow
+def test_a_folder_run_and_a_run_on_its_shards_start_with_the_same_loss(tmp_path, tiny_sd_dir):
+    from flash_exp.train import train
+    from tests.test_train import tiny_train_cfg
+
+    own = make_folder(tmp_path / "f", "csv")
+    summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s")])
+    common = ("trainer.max_steps=10", "trainer.log_every=1", "data.shuffle_buffer=1000", "seed=5")
+    folder_cfg = tiny_train_cfg(tiny_sd_dir, ["unused"], "data=folder", f"data.root={own.root}", *common)
+    train(folder_cfg, tmp_path / "folder")
+    train(tiny_train_cfg(tiny_sd_dir, [summary.pattern()], *common), tmp_path / "shards")
+    folder_loss, folder_skipped = first_loss(tmp_path / "folder")
+    shards_loss, shards_skipped = first_loss(tmp_path / "shards")
+    assert folder_loss == shards_loss and folder_skipped == 5.0 and shards_skipped == 0.0
+
+
+def test_the_latent_cache_of_a_folder_is_that_of_its_shards(tmp_path, tiny_sd_dir):
+    from flash_exp.config import compose_train_config
+    from flash_exp.data.cache_latents import write_cache
+
+    own = make_folder(tmp_path / "f", "json", count=12, broken=1)  # image 7 broken, all captioned
+    summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s")])
+    base = ["backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32", "loss.distill.type=l2",
+            "data.min_aesthetic_score=null"]
+    from_folder = write_cache(compose_train_config([*base, "data=folder", f"data.root={own.root}"]),
+                              tmp_path / "a", torch.device("cpu"))
+    from_shards = write_cache(compose_train_config([*base, f"data.shards=[{summary.shards[0]}]"]),
+                              tmp_path / "b", torch.device("cpu"))
+    a = list(wds.WebDataset(str(from_folder[0]), shardshuffle=False))
+    b = list(wds.WebDataset(str(from_shards[0]), shardshuffle=False))
+    assert len(a) == len(b) == 11
+    for x, y in zip(a, b, strict=True):
+        assert x["__key__"] == y["__key__"] and x["json"] == y["json"] and x["pth"] == y["pth"]
