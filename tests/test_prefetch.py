@@ -25,7 +25,7 @@ def listed(overrides: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
 
 def test_the_lists_of_three_configurations():
     assert listed(["backbone=sd15", "eval=paper"]) == ([
-        ("teacher", "runwayml/stable-diffusion-v1-5"),
+        ("teacher", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
         ("VGG16 (LPIPS)", "torchvision vgg16-397923af.pth"),
         ("FID Inception", "clean-fid inception-2015-12-05.pt"),
         ("CLIP", "open_clip ViT-g-14 laion2b_s12b_b42k"),
@@ -80,7 +80,7 @@ def sourced(env_file: Path, names: list[str]) -> dict[str, str]:
 def test_everything_present_fetches_nothing_and_writes_offline_env(tmp_path, tiny_sd_dir, capsys):
     cache = tmp_path / "cache"
     hub = cache / "huggingface" / "hub"
-    in_hub_cache(hub, "runwayml/stable-diffusion-v1-5", {".": tiny_sd_dir})
+    in_hub_cache(hub, "stable-diffusion-v1-5/stable-diffusion-v1-5", {".": tiny_sd_dir})
     clip = in_hub_cache(hub, CLIP_REPO, {"open_clip_pytorch_model.bin": b"stand-in"}) / "open_clip_pytorch_model.bin"
     vgg = cache / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth"
     inception = cache / "cleanfid" / "inception-2015-12-05.pt"
@@ -147,7 +147,7 @@ def test_missing_items_are_fetched_with_the_libraries_functions(tmp_path, monkey
 
     assert main(["--cache", str(cache), "backbone=sd15", "eval=coco2017_5k"]) == 0
     assert calls == [
-        ("DiffusionPipeline.download", "runwayml/stable-diffusion-v1-5", hub),
+        ("DiffusionPipeline.download", "stable-diffusion-v1-5/stable-diffusion-v1-5", hub),
         ("VGG16_Weights.get_state_dict", "https://download.pytorch.org/models/vgg16-397923af.pth", True),
         ("check_download_url",
          "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"),
@@ -176,7 +176,7 @@ def test_train_and_evaluate_offline_from_the_prefetched_cache(tmp_path, tiny_sd_
     from tests.fixtures_eval import write_toy_shards
 
     cache = tmp_path / "cache"
-    in_hub_cache(cache / "huggingface" / "hub", "runwayml/stable-diffusion-v1-5", {".": tiny_sd_dir})
+    in_hub_cache(cache / "huggingface" / "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5", {".": tiny_sd_dir})
     run = tmp_path / "run"
     train_args = ["backbone=sd15", "backbone.resolution=32", "backbone.lora.rank=4", "backbone.lora.alpha=4",
                   "backbone.teacher_sampling.steps=2", "loss.distill.type=l2", "data.batch_size=2",
@@ -202,5 +202,5 @@ def test_what_cannot_be_fetched_fails_and_writes_no_env(tmp_path, capsys):
     code = main(["--cache", str(tmp_path), "backbone=sd15", "loss.distill.type=l2"])  # HF_HUB_OFFLINE=1 here
     captured = capsys.readouterr()
     assert code == 1 and "FAILED" in captured.out
-    assert "error: teacher runwayml/stable-diffusion-v1-5:" in captured.err
+    assert "error: teacher stable-diffusion-v1-5/stable-diffusion-v1-5:" in captured.err
     assert not (tmp_path / "offline.env").exists()
