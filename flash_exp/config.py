@@ -388,12 +388,18 @@ class DataConfig:
     crop_size: int | None = None  # centre crop before resize; default: the shorter side
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
     cached: bool = False  # shards hold latents and text embeddings (python -m flash_exp.data.cache_latents)
+    max_consecutive_rejects: int = 10_000  # stop the stream after this many rejected samples in a row
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
+        if self.crop_size is not None and self.crop_size <= 0:
+            raise ConfigError("data.crop_size", self.crop_size, "must be a positive number of pixels, or null")
+        if self.max_consecutive_rejects <= 0:
+            raise ConfigError("data.max_consecutive_rejects", self.max_consecutive_rejects,
+                              "must be a positive integer")
 
 
 # --------------------------------------------------------------------------------------------- trainer

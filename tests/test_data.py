@@ -86,3 +86,32 @@ def test_brace_patterns_name_one_shard_per_expansion(tmp_path):
     assert stream.shards == [str(tmp_path / f"s{i:03d}.tar") for i in range(3)]
     [batch] = take(stream, 1)
     assert batch["pixels"].shape == (6, 3, 16, 16) and int(batch["skipped"]) == 0
+
+
+def test_a_pass_without_usable_samples_stops_naming_the_setting(tmp_path):
+    import pytest
+
+    from flash_exp.data.webdataset import DataStreamError
+
+    shard = write_shard(tmp_path / "a.tar", solid_samples(6))
+    stream = CaptionedImageStream([str(shard)], 16, 2, shuffle_buffer=1, image_keys="png")
+    with pytest.raises(DataStreamError, match=r"no usable sample.*6 missing image \(data.image_key\)"):
+        take(stream, 1)
+    stream = CaptionedImageStream([str(shard)], 16, 2, shuffle_buffer=1, min_aesthetic_score=100)
+    with pytest.raises(DataStreamError, match=r"6 under the aesthetic threshold \(data.min_aesthetic_score\)"):
+        take(stream, 1)
+
+
+def test_consecutive_rejections_stop_the_stream_with_counts(tmp_path):
+    import pytest
+
+    from flash_exp.data.webdataset import DataStreamError
+
+    captionless = [{"key": f"n{i}", "image": s["image"], "json": {}} for i, s in enumerate(solid_samples(8))]
+    shard = write_shard(tmp_path / "a.tar", solid_samples(2) + captionless + solid_samples(2, 2))
+    stream = CaptionedImageStream([str(shard)], 16, 4, shuffle_buffer=1, max_consecutive_rejects=5)
+    with pytest.raises(DataStreamError, match=r"5 candidate samples in a row.*5 missing caption \(data.caption_key\)"):
+        take(stream, 1)
+    # under the limit, the same shard streams on
+    batch = take(CaptionedImageStream([str(shard)], 16, 4, shuffle_buffer=1, max_consecutive_rejects=9), 1)[0]
+    assert int(batch["skipped"]) == 8

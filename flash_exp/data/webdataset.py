@@ -4,6 +4,11 @@ Samples without an image or a caption, and images that fail to decode, are skipp
 batch carries its stream's cumulative count (``skipped``, with the stream id ``stream``) so the
 trainer can log the total even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
 
+The stream never loops without progress: a whole pass over the shards that yields no usable sample,
+or ``max_consecutive_rejects`` rejected candidates in a row, raises :class:`DataStreamError` naming
+how many candidates were rejected, why, and the setting behind each reason. Each reason is logged
+for its first few samples only, so a bad setting cannot fill the disk with warnings.
+
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
 
@@ -25,8 +30,9 @@ import io
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,10 +45,28 @@ from webdataset.shardlists import expand_urls
 log = logging.getLogger(__name__)
 
 
+# why a candidate sample was rejected -> the setting (or input) to look at
+REJECTION_SETTINGS = {
+    "unreadable shard entry": "data.shards",
+    "missing image": "data.image_key",
+    "missing caption": "data.caption_key",
+    "undecodable image": "data.crop_size or the image bytes",
+    "under the aesthetic threshold": "data.min_aesthetic_score",
+    "lacks what the task needs": "task",
+}
+LOGGED_PER_REASON = 5  # warnings per rejection reason; the rest are only counted
+
+
+class DataStreamError(RuntimeError):
+    """The data stream cannot make progress: every candidate sample is rejected."""
+
+
 @dataclass
 class StreamCounters:
     skipped: int = 0  # unreadable shards entries, undecodable images, missing image or caption
     filtered: int = 0  # under the aesthetic threshold
+    consecutive: int = 0  # candidates rejected since the last usable one
+    reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
 
 
 def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None = None) -> torch.Tensor:
@@ -73,6 +97,7 @@ class CaptionedImageStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         transform=None,
+        max_consecutive_rejects: int = 10_000,
     ):
         super().__init__()
         if not shards:
@@ -90,14 +115,45 @@ class CaptionedImageStream(IterableDataset):
         self.resampled = resampled
         self.rank, self.world_size = rank, world_size
         self.transform = transform  # the task's SampleTransform, or None (text to image)
+        self.max_consecutive_rejects = max_consecutive_rejects
         self.start_batch = 0  # batches already consumed (all workers together), set on resume
         self.counters = StreamCounters()
 
     # ------------------------------------------------------------------ sample level
     def _count_error(self, exn: Exception) -> bool:
-        self.counters.skipped += 1
-        log.warning("skipping an unreadable shard entry: %s", exn)
+        self._reject("unreadable shard entry", "?", str(exn))
         return True
+
+    def _reject(self, reason: str, key: str, detail: str = "", filtered: bool = False) -> None:
+        """Count one rejected candidate (``filtered`` or ``skipped``), log the first few of each reason,
+        and stop the stream once ``max_consecutive_rejects`` candidates in a row were rejected."""
+        c = self.counters
+        if filtered:
+            c.filtered += 1
+        else:
+            c.skipped += 1
+        c.reasons[reason] += 1
+        c.consecutive += 1
+        if c.reasons[reason] <= LOGGED_PER_REASON and not filtered:
+            more = " (further samples with this reason are counted, not logged)" \
+                if c.reasons[reason] == LOGGED_PER_REASON else ""
+            log.warning("skipping sample %s: %s%s%s", key, reason, f" ({detail})" if detail else "", more)
+        if c.consecutive >= self.max_consecutive_rejects:
+            raise DataStreamError(self.rejection_report(
+                f"{c.consecutive} candidate samples in a row were rejected "
+                f"(data.max_consecutive_rejects={self.max_consecutive_rejects})"))
+
+    def _accept(self) -> None:
+        self.counters.consecutive = 0
+
+    def rejection_report(self, what: str) -> str:
+        """``what``, then the rejections so far by reason, each with the setting behind it."""
+        reasons = "; ".join(f"{n} {reason} ({REJECTION_SETTINGS.get(reason, 'data')})"
+                            for reason, n in self.counters.reasons.most_common()) or "none"
+        return (f"the data stream stopped: {what}. Rejected so far: {reasons}. Settings: "
+                f"data.image_key={';'.join(self.image_keys)!r}, data.caption_key={self.caption_key!r}, "
+                f"data.min_aesthetic_score={self.min_aesthetic_score}, data.crop_size={self.crop_size}, "
+                f"data.shards={self.shards[:3]}{'...' if len(self.shards) > 3 else ''}")
 
     def _decode(self, sample: dict) -> dict | None:
         """A training sample {pixels, caption, aesthetic_score}, or None (counted) when it cannot be used."""
@@ -112,29 +168,29 @@ class CaptionedImageStream(IterableDataset):
         if image_bytes is None and "pth" in sample:
             raise ValueError(f"sample {key} holds cached latents (.pth), not an image: set data.cached=true")
         if image_bytes is None or not caption:
-            self.counters.skipped += 1
-            log.warning("skipping sample %s: missing %s", key, "image" if image_bytes is None else "caption")
+            self._reject("missing image" if image_bytes is None else "missing caption", key)
             return None
         score = meta.get("aesthetic_score")
-        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
-            self.counters.filtered += 1
+        if self._below_threshold(score):
+            self._reject("under the aesthetic threshold", key, filtered=True)
             return None
         try:
             with Image.open(io.BytesIO(image_bytes)) as image:
                 pixels = image_to_tensor(image, self.resolution, self.crop_size)
         except Exception as exn:  # PIL raises many types for corrupt files
-            self.counters.skipped += 1
-            log.warning("skipping sample %s: undecodable image (%s)", key, exn)
+            self._reject("undecodable image", key, str(exn))
             return None
         item = {"pixels": pixels, "caption": caption, "aesthetic_score": score}
         if self.transform is not None:
             extra = self.transform.read(sample, meta)
             if extra is None:
-                self.counters.skipped += 1
-                log.warning("skipping sample %s: it lacks what the task needs", key)
+                self._reject("lacks what the task needs", key)
                 return None
             item.update(extra)
         return item
+
+    def _below_threshold(self, score: float | None) -> bool:
+        return self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score
 
     def task_generator(self, role: int, num_workers: int, position: int) -> torch.Generator:
         """The generator of the task inputs of the sample at ``position`` in the stream of ``role``."""
@@ -161,6 +217,7 @@ class CaptionedImageStream(IterableDataset):
             item = self._decode(sample)
             if item is None:
                 continue
+            self._accept()
             if self.transform is not None:
                 item = self.transform(item, self.task_generator(0, 1, position))
             position += 1
@@ -171,25 +228,37 @@ class CaptionedImageStream(IterableDataset):
         info = get_worker_info()
         return (0, 1) if info is None else (info.id, info.num_workers)
 
+    def _pass_urls(self, epoch: int, rng: random.Random, worker: int, num_workers: int) -> list[str]:
+        """The shards this worker reads in pass ``epoch``."""
+        if self.resampled:
+            return [rng.choice(self.shards) for _ in range(len(self.shards))]
+        urls = list(self.shards)
+        random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
+        urls = urls[self.rank :: self.world_size] or urls
+        return urls[worker::num_workers] or urls
+
     def _samples(self, worker: int, num_workers: int) -> Iterator[dict]:
+        """The usable samples (``_decode``'s dicts) of this worker's endless, shuffled stream; raises
+        :class:`DataStreamError` after a whole pass without one."""
         stream_id = (self.rank * num_workers + worker) if self.world_size > 1 or num_workers > 1 else 0
         rng = random.Random(f"{self.seed}-{stream_id}")
         epoch = 0
         while True:
-            if self.resampled:
-                urls = [rng.choice(self.shards) for _ in range(len(self.shards))]
-            else:
-                urls = list(self.shards)
-                random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
-                urls = urls[self.rank :: self.world_size] or urls
-                urls = urls[worker::num_workers] or urls
+            urls = self._pass_urls(epoch, rng, worker, num_workers)
             raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
-            count = 0
+            count = usable = 0
             for sample in wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw):
                 count += 1
-                yield sample
+                item = self._decode(sample)
+                if item is not None:
+                    self._accept()
+                    usable += 1
+                    yield item
             if count == 0:
                 raise FileNotFoundError(f"no readable sample in the shards {urls[:3]}... (data.shards)")
+            if usable == 0:
+                raise DataStreamError(self.rejection_report(
+                    f"a whole pass over {len(urls)} shard(s) gave no usable sample ({count} candidates)"))
             epoch += 1
 
     def __iter__(self) -> Iterator[dict]:
@@ -200,10 +269,7 @@ class CaptionedImageStream(IterableDataset):
         skip = max(0, (self.start_batch - role + num_workers - 1) // num_workers)
         batch: list[dict] = []
         position = 0  # usable samples so far in this stream (the task generator's index)
-        for sample in self._samples(role, num_workers):
-            item = self._decode(sample)
-            if item is None:
-                continue
+        for item in self._samples(role, num_workers):
             batch.append(item)
             position += 1
             if len(batch) == self.batch_size:
@@ -259,9 +325,8 @@ class CachedLatentStream(CaptionedImageStream):
         if cached_by != self.encoded_by:
             raise ValueError(f"sample {key} was cached with {cached_by}, this run needs {self.encoded_by} "
                              "(backbone.family, backbone.resolution): cache the shards again")
-        score = meta.get("aesthetic_score")
-        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
-            self.counters.filtered += 1
+        if self._below_threshold(meta.get("aesthetic_score")):
+            self._reject("under the aesthetic threshold", key, filtered=True)
             return None
         payload = torch.load(io.BytesIO(sample["pth"]), map_location="cpu", weights_only=True)
         return {"latents": payload["latents"], "condition": payload["condition"], "caption": meta["caption"]}
