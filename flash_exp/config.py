@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -43,6 +45,20 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive(key: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(key, value, "must be > 0")
+
+
+COMMAND_URL_SCHEMES = ("pipe",)  # webdataset opens these by running the rest of the URL in a shell
+
+
+def refuse_command_urls(key: str, urls: Iterable[str], allowed: bool) -> None:
+    """Raise :class:`ConfigError` for the first shard URL that webdataset would open by running a shell
+    command (``pipe:CMD``), unless ``allowed`` (``data.allow_command_urls``)."""
+    if allowed:
+        return
+    for url in urls:
+        if urlparse(str(url)).scheme in COMMAND_URL_SCHEMES:
+            raise ConfigError(key, url, "a pipe: URL runs its text as a shell command; refused unless "
+                                        "data.allow_command_urls=true (only for shard lists you wrote yourself)")
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -389,6 +405,8 @@ class DataConfig:
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
     cached: bool = False  # shards hold latents and text embeddings (python -m flash_exp.data.cache_latents)
     max_consecutive_rejects: int = 10_000  # stop the stream after this many rejected samples in a row
+    # true: shard URLs "pipe:CMD" run CMD in a shell (webdataset's pipe: scheme); false refuses them
+    allow_command_urls: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -400,6 +418,7 @@ class DataConfig:
         if self.max_consecutive_rejects <= 0:
             raise ConfigError("data.max_consecutive_rejects", self.max_consecutive_rejects,
                               "must be a positive integer")
+        refuse_command_urls("data.shards", self.shards, self.allow_command_urls)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -515,6 +534,7 @@ class TrainConfig:
                 f"supported: {', '.join(self.task.supported_families)}"
                 + (f" (backbone={' | '.join(names)})" if names else ""),
             )
+        refuse_command_urls("task.grid_shards", self.task.grid_shards, self.data.allow_command_urls)
         if self.task.name == "adapter_canny" and not self.task.adapter.pretrained:
             raise ConfigError("task.adapter.pretrained", self.task.adapter.pretrained,
                               "adapter_canny needs a T2IAdapter (hub id or local directory)")

@@ -149,6 +149,7 @@ def load_backbone_config(export_dir: Path) -> BackboneConfig:
 
 def load_run(run_dir: Path, checkpoint: str = "last"):
     """The run's typed config and its trained module (checkpoint ``last`` or a file name)."""
+    from flash_exp.training.checkpoints import load_checkpoint
     from flash_exp.training.module import FlashModule
 
     cfg_path = run_dir / ".hydra" / "config.yaml"
@@ -160,7 +161,7 @@ def load_run(run_dir: Path, checkpoint: str = "last"):
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
     module = FlashModule(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(ckpt)["state_dict"]  # weights_only: a pickled payload is refused, not run
     module.load_state_dict(state, strict=False)
     missing = set(module.trainable_state_dict()) - set(state)
     if missing:

@@ -115,3 +115,21 @@ def test_consecutive_rejections_stop_the_stream_with_counts(tmp_path):
     # under the limit, the same shard streams on
     batch = take(CaptionedImageStream([str(shard)], 16, 4, shuffle_buffer=1, max_consecutive_rejects=9), 1)[0]
     assert int(batch["skipped"]) == 8
+
+
+def test_command_urls_are_refused_unless_allowed(tmp_path):
+    import pytest
+
+    from flash_exp.config import ConfigError, validate
+    from tests.conftest import compose
+
+    shard = write_shard(tmp_path / "a.tar", solid_samples(4))
+    marker = tmp_path / "command-ran"
+    url = f"pipe:touch {marker}; cat {shard}"
+    with pytest.raises(ConfigError, match=r"data.shards=.*shell command.*data.allow_command_urls=true"):
+        take(CaptionedImageStream([url], 16, 2, shuffle_buffer=1), 1)
+    with pytest.raises(ConfigError, match="data.shards"):
+        validate(compose([f"data.shards=['{url}']"]))
+    assert not marker.exists()
+    allowed = CaptionedImageStream([url], 16, 2, shuffle_buffer=1, allow_command_urls=True)
+    assert take(allowed, 1)[0]["pixels"].shape == (2, 3, 16, 16) and marker.exists()

@@ -56,7 +56,8 @@ def source_stream(cfg: TrainConfig) -> CaptionedImageStream:
     d = cfg.data
     return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size,
                                 min_aesthetic_score=d.min_aesthetic_score, image_keys=d.image_key,
-                                caption_key=d.caption_key, crop_size=d.crop_size)
+                                caption_key=d.caption_key, crop_size=d.crop_size,
+                                allow_command_urls=d.allow_command_urls)
 
 
 def _one_sample(value: Any, i: int) -> Any:

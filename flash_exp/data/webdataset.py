@@ -4,6 +4,8 @@ Samples without an image or a caption, and images that fail to decode, are skipp
 batch carries its stream's cumulative count (``skipped``, with the stream id ``stream``) so the
 trainer can log the total even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
 
+Shard URLs that run a shell command (``pipe:CMD``) are refused unless ``allow_command_urls``.
+
 The stream never loops without progress: a whole pass over the shards that yields no usable sample,
 or ``max_consecutive_rejects`` rejected candidates in a row, raises :class:`DataStreamError` naming
 how many candidates were rejected, why, and the setting behind each reason. Each reason is logged
@@ -41,6 +43,8 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 from webdataset.shardlists import expand_urls
+
+from flash_exp.config import refuse_command_urls
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +102,14 @@ class CaptionedImageStream(IterableDataset):
         world_size: int = 1,
         transform=None,
         max_consecutive_rejects: int = 10_000,
+        allow_command_urls: bool = False,
     ):
         super().__init__()
         if not shards:
             raise ValueError("data.shards is empty: name at least one webdataset shard")
         # brace patterns such as "/data/laion/{00000..01023}.tar" name one shard per expansion
         self.shards = [url for pattern in shards for url in expand_urls(pattern)]
+        refuse_command_urls("data.shards", self.shards, allow_command_urls)
         self.resolution = resolution
         self.batch_size = batch_size
         self.seed = seed
