@@ -45,11 +45,9 @@ from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.results import (
     EVAL_DIR,
     RESULT_KIND,
-    STATUS_KIND,
     images_dir,
     read_json,
     result_path,
-    status_path,
     write_json_atomic,
 )
 from flash_exp.metrics.runs import (
@@ -61,8 +59,9 @@ from flash_exp.metrics.runs import (
     run_state,
     run_task,
     student_file,
-    sweep_dir,
+    write_status,
 )
+from flash_exp.metrics.runs import run_fields as _run_fields
 from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
 
 log = logging.getLogger("flash_exp.evaluate")
@@ -433,11 +432,6 @@ def write_pngs(images: torch.Tensor, directory: Path, first: int = 0) -> list[Pa
     return files
 
 
-def _run_fields(run_dir: Path) -> dict[str, Any]:
-    sweep = sweep_dir(run_dir)
-    return {"run": str(Path(run_dir).resolve()), "sweep": str(sweep.resolve()) if sweep else None}
-
-
 def _claim(directory: Path, manifest: dict[str, Any]) -> None:
     """Make ``directory`` hold images of ``manifest`` only: images of another spec or model are removed."""
     path = directory / MANIFEST_FILE
@@ -447,13 +441,6 @@ def _claim(directory: Path, manifest: dict[str, Any]) -> None:
         shutil.rmtree(directory)
     if previous != manifest:
         write_json_atomic(path, manifest)
-
-
-def write_status(run_dir: Path, status: str, reason: str, benchmarks: list[str]) -> None:
-    write_json_atomic(status_path(run_dir), {
-        "kind": STATUS_KIND, **_run_fields(run_dir), "status": status, "reason": reason,
-        "benchmarks": benchmarks, "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
 
 
 def evaluate(settings: EvaluateConfig) -> int:

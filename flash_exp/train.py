@@ -13,6 +13,7 @@ With ``eval.after_train=true`` the run is evaluated once it is trained.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -152,11 +153,39 @@ def mark_failed(run_dir: Path, err: BaseException, benchmarks: list[str]) -> Non
         log.exception("could not record the failure in %s/eval/status.json", run_dir)
 
 
+def interruption(stop: BaseException) -> tuple[str, int]:
+    """What stopped training (the marker's reason) and the non-zero code the process exits with."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(stop, SIGTERMException):
+        return "SIGTERM", 128 + signal.SIGTERM
+    if isinstance(stop, KeyboardInterrupt):
+        return "SIGINT", 128 + signal.SIGINT
+    code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) and stop.code else 1
+    name = signal.Signals(code - 128).name if 128 < code < 128 + signal.NSIG else f"exit code {code}"
+    return name, code
+
+
+def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str]) -> int:
+    """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status; returns the exit code."""
+    how, code = interruption(stop)
+    path = cluster.write_interruption(
+        run_dir, f"stopped by {how} after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume")
+    log.warning("run interrupted by %s, marked in %s; exiting with %d", how, path, code)
+    try:
+        cluster.record_failure_status(run_dir, list(benchmarks))
+    except Exception:  # noqa: BLE001 (the marker is what matters)
+        log.exception("could not record the interruption in %s/eval/status.json", run_dir)
+    return code
+
+
 def run(cfg: TrainConfig, run_dir: Path) -> Path:
     """Train in ``run_dir`` (resuming there), then evaluate when ``eval.after_train`` (global rank 0).
 
     A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
-    Hydra job that raised as completed. An evaluation error is recorded by the evaluation itself."""
+    Hydra job that raised as completed. A signal-driven stop (SIGTERM, SIGINT, a requeue signal) saves
+    ``last.ckpt``, leaves ``<run_dir>/INTERRUPTED`` and exits non-zero (128 + the signal number). An
+    evaluation error is recorded by the evaluation itself."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     cluster.clear_failure(run_dir)
@@ -165,6 +194,8 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     except Exception as err:
         mark_failed(run_dir, err, cfg.eval.benchmarks)
         raise
+    except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's SIGTERMException is a SystemExit
+        raise SystemExit(mark_interrupted(run_dir, stop, cfg.eval.benchmarks)) from None
     if cfg.eval.after_train and getattr(rank_zero_only, "rank", 0) == 0:
         evaluate_run(cfg, run_dir)
     return export_dir
