@@ -63,6 +63,21 @@ def continued_csv_logger_class():
     return ContinuedCSVLogger
 
 
+def resume_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest intact checkpoint to resume from (``last.ckpt`` unless it is corrupt), or None."""
+    from flash_exp.training.checkpoints import newest_intact
+
+    path, passed_over = newest_intact(ckpt_dir)
+    for note in passed_over:
+        log.warning("%s; resuming from an older checkpoint", note)
+    if path is None and passed_over:
+        raise FileNotFoundError(f"no intact checkpoint in {ckpt_dir} to resume from: {'; '.join(passed_over)} "
+                                "(move the run directory aside or pass trainer.resume=never to start afresh)")
+    if path is not None:
+        log.info("resuming from %s", path)
+    return str(path) if path else None
+
+
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
@@ -116,9 +131,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         ],
     )
     last = ckpt_dir / "last.ckpt"
-    ckpt_path = str(last) if t.resume == "auto" and last.is_file() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
+    ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
     trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
     cluster.write_rank_digest(run_dir, trainer, module)

@@ -41,3 +41,47 @@ def test_export_refuses_a_checkpoint_carrying_a_pickled_payload(tmp_path, tiny_s
     with pytest.raises(ValueError, match=r"last.ckpt holds pickled objects.*weights_only=True"):
         load_run(run)
     assert not marker.exists(), "the checkpoint's payload ran"
+
+
+def test_resume_skips_a_corrupt_last_checkpoint_naming_it(tmp_path):
+    from flash_exp.training.checkpoints import newest_intact
+
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    for step in (2, 4):
+        torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": step}, ckpt_dir / f"step_{step:06d}.ckpt")
+    (ckpt_dir / "last.ckpt").write_bytes(b"")
+    path, notes = newest_intact(ckpt_dir)
+    assert path == ckpt_dir / "step_000004.ckpt"
+    assert len(notes) == 1 and "last.ckpt is corrupt or truncated (an empty file)" in notes[0]
+    intact = (ckpt_dir / "step_000004.ckpt").read_bytes()
+    (ckpt_dir / "step_000004.ckpt").write_bytes(intact[: len(intact) // 2])  # cut: no zip directory
+    path, notes = newest_intact(ckpt_dir)
+    assert path == ckpt_dir / "step_000002.ckpt" and "step_000004.ckpt is corrupt or truncated" in notes[1]
+
+
+def test_a_checkpoint_of_another_lora_rank_names_the_setting():
+    from flash_exp.training.checkpoints import shape_mismatch
+
+    here = {"unet.a.lora_A.default.weight": (4, 32), "unet.a.lora_B.default.weight": (32, 4)}
+    other = {"unet.a.lora_A.default.weight": (8, 32), "unet.a.lora_B.default.weight": (32, 8)}
+    assert shape_mismatch(here, other) == "backbone.lora.rank: the checkpoint has rank 8, this config 4"
+    assert shape_mismatch(here, dict(here)) is None
+    with_disc = {**here, "distiller.discriminator.net.0.weight": (64, 128, 4, 4)}
+    assert shape_mismatch(here, with_disc).startswith("loss.adversarial.enabled")
+
+
+def test_training_resumes_past_a_corrupt_last_ckpt_and_refuses_another_rank(tmp_path, tiny_sd_dir, caplog):
+    from flash_exp.train import train
+
+    shards = [str(write_shard(tmp_path / "a.tar", solid_samples(16)))]
+    run = tmp_path / "run"
+    train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=2"), run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with caplog.at_level("WARNING"):
+        train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=3"), run)
+    assert "last.ckpt is corrupt or truncated" in caplog.text
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    with pytest.raises(ValueError, match="backbone.lora.rank: the checkpoint has rank 4, this config 8"):
+        train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=4", "backbone.lora.rank=8"), run)

@@ -21,6 +21,7 @@ from flash_exp.backbones import build_backbone
 from flash_exp.config import EIGHT_BIT_MISSING, TrainConfig
 from flash_exp.method.distiller import FlashDistiller
 from flash_exp.tasks import build_task
+from flash_exp.training.checkpoints import shape_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +154,9 @@ class FlashModule(L.LightningModule):
         if rng is not None:
             self.generator.set_state(rng["generator"])
             torch.set_rng_state(rng["torch"])
-        expected = set(self.trainable_state_dict())
-        got = set(checkpoint["state_dict"])
-        if expected != got:
-            raise ValueError(
-                f"checkpoint does not match the model's trainable weights: {len(expected - got)} missing, "
-                f"{len(got - expected)} unexpected (was it written with another backbone or LoRA config?)"
-            )
+        expected = {k: tuple(v.shape) for k, v in self.trainable_state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+        differs = shape_mismatch(expected, got)
+        if differs is not None:
+            raise ValueError(f"the checkpoint does not fit this config: {differs} (resume with the run's own "
+                             "settings, or start afresh with trainer.resume=never in another run directory)")
