@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
 from flash_exp.training import cluster
+from flash_exp.training.run_lock import RunDirectoryLocked, run_lock
 
 log = logging.getLogger("flash_exp.train")
 
@@ -231,6 +232,18 @@ def main(cfg: DictConfig) -> None:
     register_resolvers()
     cluster.register_resolvers()
     run_dir = run_directory()
+    try:
+        with run_lock(run_dir):  # before anything is written there: one live run per directory
+            launch(cfg, run_dir)
+    except RunDirectoryLocked as err:
+        if _multirun():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def launch(cfg: DictConfig, run_dir: Path) -> None:
+    """Validate, check the teacher, train (and evaluate) in ``run_dir``; config errors exit with code 2."""
     try:
         typed = validate(cfg)
     except Exception as err:
