@@ -8,6 +8,7 @@ allowed. Both happen before any weight is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from collections.abc import Iterable
@@ -27,6 +28,11 @@ NULL_CONDITIONS = ("empty_prompt", "zero", "negative_prompt")
 DTYPES = ("float32", "bfloat16", "float16")
 REAL_SOURCES = ("data", "teacher")
 TASKS = ("t2i", "inpainting", "superres", "adapter_canny", "faceswap")
+# Lightning's precision and accelerator names (lightning.fabric's _PRECISION_INPUT and accelerator registry)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 class ConfigError(ValueError):
@@ -409,6 +415,9 @@ class DataConfig:
     allow_command_urls: bool = False
 
     def __post_init__(self) -> None:
+        if not self.shards:
+            raise ConfigError("data.shards", list(self.shards), "name at least one webdataset shard (path, brace "
+                                                                "pattern or URL)")
         if self.batch_size <= 0:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
         if self.num_workers < 0:
@@ -437,6 +446,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _positive("trainer.optim.lr", self.lr)
         _positive("trainer.optim.lr_discriminator", self.lr_discriminator)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("trainer.optim.betas", list(self.betas), "needs two values, each in [0, 1)")
+        if not 0.0 <= self.weight_decay:
+            raise ConfigError("trainer.optim.weight_decay", self.weight_decay, "must be >= 0")
         if self.eight_bit and importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError("trainer.optim.eight_bit", True, EIGHT_BIT_MISSING)
 
@@ -464,6 +477,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _one_of("trainer.resume", self.resume, ("auto", "never"))
+        _one_of("trainer.precision", str(self.precision), PRECISIONS)
+        _one_of("trainer.accelerator", str(self.accelerator), ACCELERATORS)
+        for key, value in (("trainer.devices", self.devices), ("trainer.num_nodes", self.num_nodes)):
+            if value < 1:
+                raise ConfigError(key, value, "must be a positive integer")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError("trainer.max_steps", self.max_steps, "must be a positive integer or null")
         if self.accumulate_grad_batches != 1:
@@ -503,6 +521,12 @@ class TrainConfig:
     run_name: str = "flash"
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", self.seed, f"must be in [0, {MAX_SEED}]")
+        mean = self.timesteps.gaussian_mean
+        if mean is not None and not 0 <= mean <= min(self.phases.k) - 1:
+            raise ConfigError("timesteps.gaussian_mean", mean, "index units: must be in [0, K - 1] for every "
+                                                               f"phase (phases.k={list(self.phases.k)})")
         n = len(self.phases.k)
         for key, values in (
             ("phases.iterations", self.phases.iterations),
@@ -556,6 +580,23 @@ def backbones_of_families(families: list[str]) -> list[str]:
     return names
 
 
+def refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for a key that no schema declares (``+trainer.foo=1`` adds one that would
+    otherwise be ignored in silence); free-form dict fields (scheduler kwargs, eval options) are open."""
+    kind = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(kind):
+        return
+    names = [f.name for f in dataclasses.fields(kind)]
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(path, node._get_node(key)._value(), f"unknown key; {prefix.rstrip('.') or 'the root'} "
+                                                                  f"has {', '.join(names)}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            refuse_unknown_keys(child, f"{path}.")
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check every value of a composed config; return it as typed dataclasses.
 
@@ -563,13 +604,18 @@ def validate(cfg: DictConfig) -> TrainConfig:
     Raises :class:`ConfigError` naming the first offending key.
     """
     from omegaconf.errors import (
+        ConfigKeyError,
         InterpolationResolutionError,
         InterpolationToMissingValueError,
         MissingMandatoryValue,
     )
 
     schema = OmegaConf.structured(TrainConfig)
-    merged = OmegaConf.merge(schema, {k: v for k, v in cfg.items() if k != "hydra"})
+    try:
+        merged = OmegaConf.merge(schema, {k: v for k, v in cfg.items() if k != "hydra"})
+    except ConfigKeyError as err:
+        raise ConfigError(str(err.full_key or err.key), "?", f"unknown key ({err.msg.splitlines()[0]})") from None
+    refuse_unknown_keys(merged)
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except InterpolationResolutionError as err:  # ${required:...} and other resolvers raising ConfigError

@@ -10,6 +10,18 @@ from tests.conftest import compose
 INVALID = [
     (["data.crop_size=-5"], "data.crop_size"),
     (["data.max_consecutive_rejects=0"], "data.max_consecutive_rejects"),
+    (["data.shards=[]"], "data.shards"),
+    (["trainer.optim.betas=[0.9,1.5]"], "trainer.optim.betas"),
+    (["trainer.optim.betas=[0.9]"], "trainer.optim.betas"),
+    (["trainer.optim.weight_decay=-0.1"], "trainer.optim.weight_decay"),
+    (["seed=-1"], "seed"),
+    (["trainer.precision=17"], "trainer.precision"),
+    (["trainer.accelerator=gpux"], "trainer.accelerator"),
+    (["trainer.devices=0"], "trainer.devices"),
+    (["timesteps=gaussian", "timesteps.gaussian_mean=40"], "timesteps.gaussian_mean"),
+    (["timesteps=gaussian", "timesteps.gaussian_mean=-1"], "timesteps.gaussian_mean"),
+    (["+trainer.foo=1"], "trainer.foo"),
+    (["+foo=1"], "foo"),
 ]
 
 
@@ -18,3 +30,19 @@ def test_invalid_value_names_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         validate(compose(["data.shards=[x]", *overrides]))
     assert err.value.key == key and key in str(err.value)
+
+
+def test_a_config_error_exits_at_once_without_importing_the_model_stack(tmp_path):
+    """Exiting within 3 s: the status file of a config error is written without torch or the evaluation."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "flash_exp.train", "data.shards=[x]",
+                           "+trainer.foo=1", f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "trainer.foo" in done.stderr, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    assert not imported & {"torch", "lightning", "flash_exp.evaluate"}
+    assert (tmp_path / "FAILED").is_file() and (tmp_path / "eval" / "status.json").is_file()
