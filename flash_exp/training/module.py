@@ -13,6 +13,7 @@ method's random generator state and the data position; frozen base weights are r
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 import torch
@@ -24,6 +25,10 @@ from flash_exp.tasks import build_task
 from flash_exp.training.checkpoints import shape_mismatch
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term went NaN or infinite: the run stops instead of training on it."""
 
 
 def build_lpips(weights: str | None) -> torch.nn.Module:
@@ -115,6 +120,7 @@ class FlashModule(L.LightningModule):
         null = prepared.null_condition
 
         loss, logs, disc_inputs = self.distiller.generator_loss(z, cond, null, step, self.generator)
+        self.stop_if_non_finite(logs, "loss/generator", step)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.cfg.trainer.gradient_clip_val:
@@ -125,6 +131,7 @@ class FlashModule(L.LightningModule):
         train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
         if opt_d is not None and disc_inputs is not None and train_disc:
             d_loss, d_logs = self.distiller.discriminator_loss(disc_inputs)
+            self.stop_if_non_finite(d_logs, "loss/discriminator", step)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             # the raw optimiser: Lightning's step counter must count data batches, not updates
@@ -138,6 +145,19 @@ class FlashModule(L.LightningModule):
         shown = {"loss/generator", "phase"}
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
         self.log_dict({k: logs[k] for k in shown}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+
+    def stop_if_non_finite(self, logs: dict[str, float], total: str, step: int) -> None:
+        """Raise :class:`NonFiniteLossError` before the update when ``logs[total]`` is NaN or infinite,
+        naming the step, the phase and the loss terms that went non-finite; the last checkpoint stays
+        the last good one (nothing is saved on an error)."""
+        if math.isfinite(logs[total]):
+            return
+        terms = [k for k, v in logs.items() if k.startswith("loss/") and k != total and not math.isfinite(v)]
+        phase = self.distiller.phases.at(step)
+        named = ", ".join(f"{k}={logs[k]}" for k in terms or [total])
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}, phase {phase.name!r} (index {phase.index}, K={phase.k}): {named}. "
+            "Training stopped before this update; checkpoints/ holds the last good state")
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
