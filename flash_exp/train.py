@@ -254,12 +254,15 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
         if single:
             sys.exit(2)
         raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
-    # the teacher's weights before torch and diffusers load: without network this fails in seconds
+    # the teacher's weights before torch and diffusers load: without network this fails in seconds; then
+    # the values that need the teacher's config files (resolution, K, scheduler names), before its weights
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
+    from flash_exp.backbones.preflight import check_against_pretrained
 
     try:
-        resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
-    except (TeacherNotFoundError, NotADirectoryError) as err:
+        local = resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
+        check_against_pretrained(typed, local)
+    except (TeacherNotFoundError, NotADirectoryError, ConfigError) as err:
         if not _multirun():
             print(f"error: {err}", file=sys.stderr, flush=True)
         mark_failed(run_dir, err, list(typed.eval.benchmarks))

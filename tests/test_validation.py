@@ -46,3 +46,43 @@ def test_a_config_error_exits_at_once_without_importing_the_model_stack(tmp_path
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
     assert not imported & {"torch", "lightning", "flash_exp.evaluate"}
     assert (tmp_path / "FAILED").is_file() and (tmp_path / "eval" / "status.json").is_file()
+
+
+TEACHER_INVALID = [
+    (["backbone.resolution=30"], "backbone.resolution"),
+    (["phases.k=[2000,16,16,16]"], "phases.k[0]"),
+    (["backbone.teacher_scheduler.name=FooScheduler"], "backbone.teacher_scheduler.name"),
+    (["backbone.student_scheduler.name=LCM"], "backbone.student_scheduler.name"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), TEACHER_INVALID)
+def test_values_checked_against_the_teachers_config_files(overrides, key):
+    from flash_exp.backbones.preflight import check_against_pretrained
+    from flash_exp.toyworld import assets
+
+    cfg = validate(compose(["data.shards=[x]", *overrides]))
+    with pytest.raises(ConfigError) as err:
+        check_against_pretrained(cfg, assets.teacher_dir())
+    assert err.value.key == key
+
+
+def test_every_shipped_backbone_passes_the_teacher_checks():
+    from flash_exp.backbones.preflight import check_against_pretrained, check_scheduler_names
+    from flash_exp.toyworld import assets
+
+    check_against_pretrained(validate(compose(["data.shards=[x]"])), assets.teacher_dir())
+    for name in ("sd15", "sdxl", "pixart", "sd3"):
+        check_scheduler_names(validate(compose([f"backbone={name}", "backbone.pretrained=/x", "data.shards=[x]"])))
+
+
+def test_the_cli_refuses_a_resolution_the_teacher_cannot_sample_before_loading_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "flash_exp.train", "backbone.resolution=30",
+                           f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "backbone.resolution=30" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "checkpoints").exists()
