@@ -34,9 +34,26 @@ def run_directory() -> Path:
     return Path.cwd()
 
 
-def continued_csv_logger_class():
+def rows_before(text: str, step: int) -> str:
+    """The CSV ``text`` with only its rows logged before ``step`` (the header kept)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "step" not in rows[0]:
+        return text
+    column = rows[0].index("step")
+    kept = [r for r in rows[1:] if column < len(r) and r[column] != "" and float(r[column]) < step]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([rows[0], *kept])
+    return out.getvalue()
+
+
+def continued_csv_logger_class(resume_step: int = 0):
     """A CSVLogger that continues the ``metrics.csv`` of an earlier attempt of the same run (resume,
-    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty."""
+    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty. Rows
+    of steps from ``resume_step`` on are dropped: the resumed run logs them again, so each step is in
+    the file once."""
     import csv
     import io
     import warnings
@@ -51,7 +68,7 @@ def continued_csv_logger_class():
             if self._experiment is not None:
                 return self._experiment
             path = Path(self.log_dir) / "metrics.csv"
-            previous = path.read_text() if path.is_file() else ""
+            previous = rows_before(path.read_text(), resume_step) if path.is_file() else ""
             with warnings.catch_warnings():  # its "previous log files will be deleted" no longer holds
                 warnings.filterwarnings("ignore", message="Experiment logs directory")
                 writer = super().experiment
@@ -86,6 +103,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from flash_exp.export import export_student, latest_grid
+    from flash_exp.training.checkpoints import checkpoint_step
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
@@ -102,7 +120,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     module = FlashModule(cfg)
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
-    loggers = [continued_csv_logger_class()(run_dir, name="", version="")]
+    ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path else 0
+    loggers = [continued_csv_logger_class(resume_step)(run_dir, name="", version="")]
     try:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
     except ModuleNotFoundError:
@@ -132,9 +152,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         ],
     )
     last = ckpt_dir / "last.ckpt"
-    ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
     trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
+    log.info("%s", module.data_summary())
     cluster.write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:

@@ -85,3 +85,23 @@ def test_training_resumes_past_a_corrupt_last_ckpt_and_refuses_another_rank(tmp_
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
     with pytest.raises(ValueError, match="backbone.lora.rank: the checkpoint has rank 4, this config 8"):
         train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=4", "backbone.lora.rank=8"), run)
+
+
+def test_metrics_hold_each_step_once_after_a_resume_and_the_run_ends_with_a_data_summary(tmp_path, tiny_sd_dir,
+                                                                                         caplog):
+    import csv
+    import shutil
+
+    from flash_exp.train import train
+
+    shards = [str(write_shard(tmp_path / "a.tar", solid_samples(16)))]
+    run = tmp_path / "run"
+    train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=4", "trainer.log_every=1"), run)
+    # the run died after step 4 was logged but before last.ckpt moved past step 2
+    shutil.copyfile(run / "checkpoints" / "step_000002.ckpt", run / "checkpoints" / "last.ckpt")
+    with caplog.at_level("INFO"):
+        train(tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=4", "trainer.log_every=1"), run)
+    with open(run / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("loss/distill")]
+    assert len(steps) == len(set(steps)) and len(steps) == 4, steps
+    assert "data: 0 samples skipped" in caplog.text and "shards: 0 truncated, 0 unreadable" in caplog.text

@@ -133,3 +133,21 @@ def test_command_urls_are_refused_unless_allowed(tmp_path):
     assert not marker.exists()
     allowed = CaptionedImageStream([url], 16, 2, shuffle_buffer=1, allow_command_urls=True)
     assert take(allowed, 1)[0]["pixels"].shape == (2, 3, 16, 16) and marker.exists()
+
+
+def test_truncated_shards_are_counted_at_shard_level(tmp_path):
+    import tarfile
+
+    full = write_shard(tmp_path / "full.tar", solid_samples(16))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: int(len(data) * 0.4)])  # mid-archive
+    with tarfile.open(full) as tar:
+        member = tar.getmembers()[9]
+    boundary = tmp_path / "boundary.tar"  # cut right after a member: tar readers see a clean end
+    boundary.write_bytes(data[: member.offset_data + -(-member.size // 512) * 512])
+    stream = CaptionedImageStream([str(cut), str(boundary), str(full), str(tmp_path / "missing.tar")], 16, 2,
+                                  shuffle_buffer=1)
+    batch = take(stream, 20)[-1]  # more than one pass over the shards: each is counted once
+    assert int(batch["shards_truncated"]) == 2 and int(batch["shards_unreadable"]) == 1
+    assert int(batch["skipped"]) == 0  # no sample-level skip was counted for a shard-level problem

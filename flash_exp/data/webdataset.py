@@ -11,6 +11,11 @@ or ``max_consecutive_rejects`` rejected candidates in a row, raises :class:`Data
 how many candidates were rejected, why, and the setting behind each reason. Each reason is logged
 for its first few samples only, so a bad setting cannot fill the disk with warnings.
 
+Shard-level problems are counted apart from sample-level skips: a shard that cannot be opened
+(``shards_unreadable``) and a truncated shard (``shards_truncated``: a local ``.tar`` whose headers end
+before its end-of-archive marker, which tar readers take silently for the end, or a compressed shard
+whose stream ends early). The intact samples of a truncated shard are still used.
+
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
 
@@ -27,14 +32,18 @@ gets the same inputs, so resume stays exact, and samples of skipped batches cost
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import logging
 import random
+import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,12 +74,54 @@ class DataStreamError(RuntimeError):
     """The data stream cannot make progress: every candidate sample is rejected."""
 
 
+TRUNCATION_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
 @dataclass
 class StreamCounters:
     skipped: int = 0  # unreadable shards entries, undecodable images, missing image or caption
     filtered: int = 0  # under the aesthetic threshold
     consecutive: int = 0  # candidates rejected since the last usable one
     reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
+    truncated_shards: set[str] = field(default_factory=set)  # shard level: cut short
+    unreadable_shards: set[str] = field(default_factory=set)  # shard level: could not be opened
+
+    def batch_fields(self) -> dict[str, torch.Tensor]:
+        """The cumulative counts every batch carries."""
+        return {"skipped": torch.tensor(self.skipped), "filtered": torch.tensor(self.filtered),
+                "shards_truncated": torch.tensor(len(self.truncated_shards)),
+                "shards_unreadable": torch.tensor(len(self.unreadable_shards))}
+
+
+def tar_truncation(url: str) -> str | None:
+    """Why the local uncompressed ``.tar`` at ``url`` is truncated, or None (complete, compressed, remote).
+
+    Only the headers are read (random access): the archive is truncated when its last member's data runs
+    past the end of the file, or when no zero end-of-archive block follows it."""
+    path = Path(url.removeprefix("file:"))
+    if not url.endswith(".tar") or not path.is_file():
+        return None
+    size = path.stat().st_size
+    end = 0
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    except tarfile.ReadError as err:
+        return f"unreadable tar headers ({err})"
+    if end > size:
+        return f"its last member needs {end} bytes, the file holds {size}"
+    with open(path, "rb") as f:
+        f.seek(end)
+        tail = f.read(tarfile.BLOCKSIZE)
+    if len(tail) < tarfile.BLOCKSIZE or any(tail):
+        return f"no end-of-archive block after byte {end} of {size}"
+    return None
+
+
+def _url_of(exn: Exception) -> str:
+    """The shard URL webdataset appends to the arguments of the errors it hands over."""
+    return next((a for a in reversed(exn.args) if isinstance(a, str) and a), "?")
 
 
 def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None = None) -> torch.Tensor:
@@ -124,11 +175,43 @@ class CaptionedImageStream(IterableDataset):
         self.max_consecutive_rejects = max_consecutive_rejects
         self.start_batch = 0  # batches already consumed (all workers together), set on resume
         self.counters = StreamCounters()
+        self._checked: dict[tuple[str, int, int], str | None] = {}  # tar_truncation per (url, size, mtime)
 
     # ------------------------------------------------------------------ sample level
     def _count_error(self, exn: Exception) -> bool:
-        self._reject("unreadable shard entry", "?", str(exn))
+        if isinstance(exn, TRUNCATION_ERRORS):
+            self._shard_problem(self.counters.truncated_shards, "truncated", _url_of(exn), str(exn.args[0]))
+        elif isinstance(exn, OSError):
+            self._shard_problem(self.counters.unreadable_shards, "unreadable", _url_of(exn), str(exn))
+        else:
+            self._reject("unreadable shard entry", "?", str(exn))
         return True
+
+    def _shard_problem(self, seen: set[str], what: str, url: str, detail: str) -> None:
+        """Count a shard-level problem once per shard, with one warning."""
+        if url in seen:
+            return
+        seen.add(url)
+        log.warning("shard %s is %s (%s): its samples past that point are lost; counted in data/shards_%s",
+                    url, what, detail, what)
+
+    def _check_shards(self, urls: list[str]) -> None:
+        """Count the local ``.tar`` shards among ``urls`` that are truncated (checked once per file version)."""
+        for url in urls:
+            path = Path(url.removeprefix("file:"))
+            if not url.endswith(".tar") or not path.is_file():
+                continue
+            stat = path.stat()
+            key = (url, stat.st_size, stat.st_mtime_ns)
+            if key not in self._checked:
+                self._checked[key] = tar_truncation(url)
+            if self._checked[key] is not None:
+                self._shard_problem(self.counters.truncated_shards, "truncated", url, self._checked[key])
+
+    def _raw_samples(self, urls: list[str]) -> Iterator[dict]:
+        """The raw samples of ``urls`` in order, shard problems counted."""
+        self._check_shards(urls)
+        return wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
 
     def _reject(self, reason: str, key: str, detail: str = "", filtered: bool = False) -> None:
         """Count one rejected candidate (``filtered`` or ``skipped``), log the first few of each reason,
@@ -217,7 +300,7 @@ class CaptionedImageStream(IterableDataset):
         """Every usable sample of the shards once, in shard order, unshuffled: ``_decode``'s dict plus
         ``key`` (the sample's ``__key__``), with the task's inputs drawn by :meth:`task_generator`
         (role 0 of 1) at the sample's position."""
-        raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in self.shards))
+        raw = self._raw_samples(self.shards)
         position = 0
         for sample in raw:
             item = self._decode(sample)
@@ -251,7 +334,7 @@ class CaptionedImageStream(IterableDataset):
         epoch = 0
         while True:
             urls = self._pass_urls(epoch, rng, worker, num_workers)
-            raw = wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+            raw = self._raw_samples(urls)
             count = usable = 0
             for sample in wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw):
                 count += 1
@@ -289,8 +372,7 @@ class CaptionedImageStream(IterableDataset):
                     yield {
                         **self.collate(batch),
                         "stream": torch.tensor(role),
-                        "skipped": torch.tensor(self.counters.skipped),
-                        "filtered": torch.tensor(self.counters.filtered),
+                        **self.counters.batch_fields(),
                     }
                 batch = []
 

@@ -76,6 +76,11 @@ def check_readable(path: Path) -> None:
         raise CorruptCheckpointError(f"{path} is corrupt or truncated ({describe_error(err, path)})") from None
 
 
+def checkpoint_step(path: Path | str) -> int:
+    """The ``global_step`` a checkpoint was saved at (memory-mapped: the tensors are not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+
+
 def resume_candidates(ckpt_dir: Path, last_name: str = "last.ckpt") -> list[Path]:
     """``last.ckpt``, then the periodic ``step_*.ckpt`` newest first: the order resume tries them in."""
     ckpt_dir = Path(ckpt_dir)

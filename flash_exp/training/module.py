@@ -26,6 +26,8 @@ from flash_exp.training.checkpoints import shape_mismatch
 
 log = logging.getLogger(__name__)
 
+DATA_COUNTS = ("skipped", "filtered", "shards_truncated", "shards_unreadable")  # carried by every batch
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term went NaN or infinite: the run stops instead of training on it."""
@@ -89,7 +91,7 @@ class FlashModule(L.LightningModule):
         if cfg.trainer.compile_teacher:
             self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.skipped_per_stream: dict[int, int] = {}
+        self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -139,9 +141,8 @@ class FlashModule(L.LightningModule):
             self.distiller.clip_discriminator()
             logs.update(d_logs)
 
-        self.skipped_per_stream[int(batch["stream"])] = int(batch["skipped"])
-        logs["data/skipped"] = float(sum(self.skipped_per_stream.values()))
-        logs["data/filtered"] = float(batch["filtered"])
+        self.data_counts[int(batch["stream"])] = {k: int(batch[k]) for k in DATA_COUNTS if k in batch}
+        logs.update({f"data/{k}": float(v) for k, v in self.data_totals().items()})
         shown = {"loss/generator", "phase"}
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
         self.log_dict({k: logs[k] for k in shown}, prog_bar=True, on_step=True, batch_size=z.shape[0])
@@ -159,6 +160,18 @@ class FlashModule(L.LightningModule):
             f"non-finite loss at step {step}, phase {phase.name!r} (index {phase.index}, K={phase.k}): {named}. "
             "Training stopped before this update; checkpoints/ holds the last good state")
 
+    def data_totals(self) -> dict[str, int]:
+        """The data counts of every stream added up (sample level: skipped, filtered; shard level:
+        shards_truncated, shards_unreadable)."""
+        return {k: sum(c.get(k, 0) for c in self.data_counts.values()) for k in DATA_COUNTS}
+
+    def data_summary(self) -> str:
+        """The end-of-run line on what the data streams dropped."""
+        t = self.data_totals()
+        return (f"data: {t['skipped']} samples skipped, {t['filtered']} filtered (data.min_aesthetic_score); "
+                f"shards: {t['shards_truncated']} truncated, {t['shards_unreadable']} unreadable "
+                f"({len(self.data_counts)} stream(s) on this rank)")
+
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -167,7 +180,7 @@ class FlashModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
         checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        checkpoint["flash_data"] = {"batches": self.global_step, "skipped": dict(self.skipped_per_stream)}
+        checkpoint["flash_data"] = {"batches": self.global_step, "counts": dict(self.data_counts)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("flash_rng")
