@@ -39,7 +39,7 @@ from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
 from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
 from flash_exp.metrics.generate import SamplerSetting, generate_images, image_path
-from flash_exp.metrics.hashing import file_sha256, sha256_json
+from flash_exp.metrics.hashing import directory_sha256, file_sha256, sha256_json
 from flash_exp.metrics.images import write_png_atomic
 from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.results import (
@@ -122,10 +122,16 @@ def sampler_settings(backbone: BackboneConfig, student_nfe: list[int], teacher_n
     return settings + [SamplerSetting("teacher", n, guidance) for n in dict.fromkeys(steps)]
 
 
-def teacher_identity(backbone: BackboneConfig) -> dict[str, Any]:
-    """What identifies the teacher weights (the student adds its LoRA digest)."""
+def teacher_identity(backbone: BackboneConfig, memo_dir: Path | None = None) -> dict[str, Any]:
+    """What identifies the teacher weights (the student adds its LoRA digest): its name and settings and
+    a digest of its files, so a teacher rebuilt in place is a new teacher (``memo_dir`` keeps the file
+    digests: an unchanged file is not read again)."""
+    from flash_exp.backbones.hub import resolve_pretrained
+
+    local = resolve_pretrained(backbone.pretrained, backbone.revision, backbone.variant)
     return {"family": backbone.family, "pretrained": backbone.pretrained, "revision": backbone.revision,
-            "variant": backbone.variant, "dtype": backbone.dtype}
+            "variant": backbone.variant, "dtype": backbone.dtype,
+            "weights_sha256": directory_sha256(Path(local), memo_dir)}
 
 
 class RunPipelines:
@@ -243,7 +249,7 @@ class Evaluator:
         weights = student_file(run_dir)
         if weights is None:
             raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
-        teacher = teacher_identity(backbone)
+        teacher = teacher_identity(backbone, self.cache_dir)
         return backbone, teacher, {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
 
     def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
