@@ -203,8 +203,10 @@ def interruption(stop: BaseException) -> tuple[str, int]:
 def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str]) -> int:
     """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status; returns the exit code."""
     how, code = interruption(stop)
-    path = cluster.write_interruption(
-        run_dir, f"stopped by {how} after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume")
+    saved = (run_dir / "checkpoints" / cluster.LAST_CKPT).is_file()
+    path = cluster.write_interruption(run_dir, f"stopped by {how} " + (
+        f"after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume" if saved
+        else "before its first checkpoint"))
     log.warning("run interrupted by %s, marked in %s; exiting with %d", how, path, code)
     try:
         cluster.record_failure_status(run_dir, list(benchmarks))

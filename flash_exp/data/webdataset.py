@@ -79,8 +79,8 @@ TRUNCATION_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 @dataclass
 class StreamCounters:
-    skipped: int = 0  # unreadable shards entries, undecodable images, missing image or caption
-    filtered: int = 0  # under the aesthetic threshold
+    skipped: int = 0  # sample level: unreadable entries, undecodable images, missing image or caption
+    filtered: int = 0  # sample level: under the aesthetic threshold
     consecutive: int = 0  # candidates rejected since the last usable one
     reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
     truncated_shards: set[str] = field(default_factory=set)  # shard level: cut short
@@ -180,7 +180,8 @@ class CaptionedImageStream(IterableDataset):
     # ------------------------------------------------------------------ sample level
     def _count_error(self, exn: Exception) -> bool:
         if isinstance(exn, TRUNCATION_ERRORS):
-            self._shard_problem(self.counters.truncated_shards, "truncated", _url_of(exn), str(exn.args[0]))
+            detail = str(exn.args[0]) if exn.args else type(exn).__name__
+            self._shard_problem(self.counters.truncated_shards, "truncated", _url_of(exn), detail)
         elif isinstance(exn, OSError):
             self._shard_problem(self.counters.unreadable_shards, "unreadable", _url_of(exn), str(exn))
         else:
