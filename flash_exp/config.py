@@ -8,10 +8,13 @@ allowed. Both happen before any weight is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -26,6 +29,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 REAL_SOURCES = ("data", "teacher")
 TASKS = ("t2i", "inpainting", "superres", "adapter_canny", "faceswap")
 DATA_KINDS = ("webdataset", "folder")
+# Lightning's precision and accelerator names (lightning.fabric's _PRECISION_INPUT and accelerator registry)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 class ConfigError(ValueError):
@@ -44,6 +52,20 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive(key: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(key, value, "must be > 0")
+
+
+COMMAND_URL_SCHEMES = ("pipe",)  # webdataset opens these by running the rest of the URL in a shell
+
+
+def refuse_command_urls(key: str, urls: Iterable[str], allowed: bool) -> None:
+    """Raise :class:`ConfigError` for the first shard URL that webdataset would open by running a shell
+    command (``pipe:CMD``), unless ``allowed`` (``data.allow_command_urls``)."""
+    if allowed:
+        return
+    for url in urls:
+        if urlparse(str(url)).scheme in COMMAND_URL_SCHEMES:
+            raise ConfigError(key, url, "a pipe: URL runs its text as a shell command; refused unless "
+                                        "data.allow_command_urls=true (only for shard lists you wrote yourself)")
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -416,15 +438,22 @@ class DataConfig:
     crop_size: int | None = None  # centre crop before resize; default: the shorter side
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
     cached: bool = False  # shards hold latents and text embeddings (python -m flash_exp.data.cache_latents)
+    max_consecutive_rejects: int = 10_000  # stop the stream after this many rejected samples in a row
+    # true: shard URLs "pipe:CMD" run CMD in a shell (webdataset's pipe: scheme); false refuses them
+    allow_command_urls: bool = False
 
     def __post_init__(self) -> None:
+        _one_of("data.kind", self.kind, DATA_KINDS)
         if self.batch_size <= 0:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
-        _one_of("data.kind", self.kind, DATA_KINDS)
         if self.kind == "folder":
             self._check_folder()
+        elif not self.shards:
+            raise ConfigError("data.shards", list(self.shards), "name at least one webdataset shard (path, brace "
+                                                                "pattern or URL)")
+        self._check_stream()
 
     def _check_folder(self) -> None:
         from pathlib import Path
@@ -439,6 +468,14 @@ class DataConfig:
                               "with python -m flash_exp.data.cache_latents data=folder data.root=DIR, then "
                               "train on the shards it prints with data.cached=true, without data=folder")
         _positive("data.files_per_shard", self.files_per_shard)
+
+    def _check_stream(self) -> None:
+        if self.crop_size is not None and self.crop_size <= 0:
+            raise ConfigError("data.crop_size", self.crop_size, "must be a positive number of pixels, or null")
+        if self.max_consecutive_rejects <= 0:
+            raise ConfigError("data.max_consecutive_rejects", self.max_consecutive_rejects,
+                              "must be a positive integer")
+        refuse_command_urls("data.shards", self.shards, self.allow_command_urls)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -457,6 +494,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _positive("trainer.optim.lr", self.lr)
         _positive("trainer.optim.lr_discriminator", self.lr_discriminator)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("trainer.optim.betas", list(self.betas), "needs two values, each in [0, 1)")
+        if not 0.0 <= self.weight_decay:
+            raise ConfigError("trainer.optim.weight_decay", self.weight_decay, "must be >= 0")
         if self.eight_bit and importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError("trainer.optim.eight_bit", True, EIGHT_BIT_MISSING)
 
@@ -484,6 +525,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _one_of("trainer.resume", self.resume, ("auto", "never"))
+        _one_of("trainer.precision", str(self.precision), PRECISIONS)
+        _one_of("trainer.accelerator", str(self.accelerator), ACCELERATORS)
+        for key, value in (("trainer.devices", self.devices), ("trainer.num_nodes", self.num_nodes)):
+            if value < 1:
+                raise ConfigError(key, value, "must be a positive integer")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError("trainer.max_steps", self.max_steps, "must be a positive integer or null")
         if self.accumulate_grad_batches != 1:
@@ -523,6 +569,12 @@ class TrainConfig:
     run_name: str = "flash"
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", self.seed, f"must be in [0, {MAX_SEED}]")
+        mean = self.timesteps.gaussian_mean
+        if mean is not None and not 0 <= mean <= min(self.phases.k) - 1:
+            raise ConfigError("timesteps.gaussian_mean", mean, "index units: must be in [0, K - 1] for every "
+                                                               f"phase (phases.k={list(self.phases.k)})")
         n = len(self.phases.k)
         for key, values in (
             ("phases.iterations", self.phases.iterations),
@@ -557,6 +609,7 @@ class TrainConfig:
         if self.data.kind == "folder" and self.task.name != "t2i" and not self.task.grid_shards:
             raise ConfigError("task.grid_shards", [], f"task={self.task.name} on data=folder needs the held-out "
                               "conditions of its sample grids as shards (python -m flash_exp.data.make_shards)")
+        refuse_command_urls("task.grid_shards", self.task.grid_shards, self.data.allow_command_urls)
         if self.task.name == "adapter_canny" and not self.task.adapter.pretrained:
             raise ConfigError("task.adapter.pretrained", self.task.adapter.pretrained,
                               "adapter_canny needs a T2IAdapter (hub id or local directory)")
@@ -578,6 +631,23 @@ def backbones_of_families(families: list[str]) -> list[str]:
     return names
 
 
+def refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for a key that no schema declares (``+trainer.foo=1`` adds one that would
+    otherwise be ignored in silence); free-form dict fields (scheduler kwargs, eval options) are open."""
+    kind = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(kind):
+        return
+    names = [f.name for f in dataclasses.fields(kind)]
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(path, node._get_node(key)._value(), f"unknown key; {prefix.rstrip('.') or 'the root'} "
+                                                                  f"has {', '.join(names)}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            refuse_unknown_keys(child, f"{path}.")
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check every value of a composed config; return it as typed dataclasses.
 
@@ -585,13 +655,18 @@ def validate(cfg: DictConfig) -> TrainConfig:
     Raises :class:`ConfigError` naming the first offending key.
     """
     from omegaconf.errors import (
+        ConfigKeyError,
         InterpolationResolutionError,
         InterpolationToMissingValueError,
         MissingMandatoryValue,
     )
 
     schema = OmegaConf.structured(TrainConfig)
-    merged = OmegaConf.merge(schema, {k: v for k, v in cfg.items() if k != "hydra"})
+    try:
+        merged = OmegaConf.merge(schema, {k: v for k, v in cfg.items() if k != "hydra"})
+    except ConfigKeyError as err:
+        raise ConfigError(str(err.full_key or err.key), "?", f"unknown key ({err.msg.splitlines()[0]})") from None
+    refuse_unknown_keys(merged)
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except InterpolationResolutionError as err:  # ${required:...} and other resolvers raising ConfigError

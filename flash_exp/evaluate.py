@@ -40,17 +40,15 @@ from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
 from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
 from flash_exp.metrics.generate import SamplerSetting, generate_images, image_path
-from flash_exp.metrics.hashing import file_sha256, sha256_json
+from flash_exp.metrics.hashing import directory_sha256, file_sha256, sha256_json
 from flash_exp.metrics.images import write_png_atomic
 from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.results import (
     EVAL_DIR,
     RESULT_KIND,
-    STATUS_KIND,
     images_dir,
     read_json,
     result_path,
-    status_path,
     write_json_atomic,
 )
 from flash_exp.metrics.runs import (
@@ -62,8 +60,9 @@ from flash_exp.metrics.runs import (
     run_state,
     run_task,
     student_file,
-    sweep_dir,
+    write_status,
 )
+from flash_exp.metrics.runs import run_fields as _run_fields
 from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
 
 log = logging.getLogger("flash_exp.evaluate")
@@ -124,10 +123,16 @@ def sampler_settings(backbone: BackboneConfig, student_nfe: list[int], teacher_n
     return settings + [SamplerSetting("teacher", n, guidance) for n in dict.fromkeys(steps)]
 
 
-def teacher_identity(backbone: BackboneConfig) -> dict[str, Any]:
-    """What identifies the teacher weights (the student adds its LoRA digest)."""
+def teacher_identity(backbone: BackboneConfig, memo_dir: Path | None = None) -> dict[str, Any]:
+    """What identifies the teacher weights (the student adds its LoRA digest): its name and settings and
+    a digest of its files, so a teacher rebuilt in place is a new teacher (``memo_dir`` keeps the file
+    digests: an unchanged file is not read again)."""
+    from flash_exp.backbones.hub import resolve_pretrained
+
+    local = resolve_pretrained(backbone.pretrained, backbone.revision, backbone.variant)
     return {"family": backbone.family, "pretrained": backbone.pretrained, "revision": backbone.revision,
-            "variant": backbone.variant, "dtype": backbone.dtype}
+            "variant": backbone.variant, "dtype": backbone.dtype,
+            "weights_sha256": directory_sha256(Path(local), memo_dir)}
 
 
 class RunPipelines:
@@ -245,7 +250,7 @@ class Evaluator:
         weights = student_file(run_dir)
         if weights is None:
             raise FileNotFoundError(f"{run_dir} has no exported student in {EXPORT_DIR}/")
-        teacher = teacher_identity(backbone)
+        teacher = teacher_identity(backbone, self.cache_dir)
         return backbone, teacher, {**teacher, "lora_sha256": file_sha256(weights, self.cache_dir)}
 
     def evaluate_run(self, run_dir: Path) -> list[dict[str, Any]]:
@@ -435,11 +440,6 @@ def write_pngs(images: torch.Tensor, directory: Path, first: int = 0) -> list[Pa
     return files
 
 
-def _run_fields(run_dir: Path) -> dict[str, Any]:
-    sweep = sweep_dir(run_dir)
-    return {"run": str(Path(run_dir).resolve()), "sweep": str(sweep.resolve()) if sweep else None}
-
-
 def _claim(directory: Path, manifest: dict[str, Any]) -> None:
     """Make ``directory`` hold images of ``manifest`` only: images of another spec or model are removed."""
     path = directory / MANIFEST_FILE
@@ -449,13 +449,6 @@ def _claim(directory: Path, manifest: dict[str, Any]) -> None:
         shutil.rmtree(directory)
     if previous != manifest:
         write_json_atomic(path, manifest)
-
-
-def write_status(run_dir: Path, status: str, reason: str, benchmarks: list[str]) -> None:
-    write_json_atomic(status_path(run_dir), {
-        "kind": STATUS_KIND, **_run_fields(run_dir), "status": status, "reason": reason,
-        "benchmarks": benchmarks, "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
 
 
 def evaluate(settings: EvaluateConfig) -> int:

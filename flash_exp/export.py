@@ -288,6 +288,7 @@ def run_config(run_dir: Path) -> TrainConfig:
 def load_run(run_dir: Path, checkpoint: str = "last"):
     """The run's typed config, its trained module (checkpoint ``last`` or a file name) and the step the
     checkpoint was written at."""
+    from flash_exp.training.checkpoints import load_checkpoint
     from flash_exp.training.module import FlashModule
 
     cfg = run_config(run_dir)
@@ -295,7 +296,7 @@ def load_run(run_dir: Path, checkpoint: str = "last"):
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
     module = FlashModule(cfg)
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(ckpt)  # weights_only: a pickled payload is refused, not run
     module.load_state_dict(saved["state_dict"], strict=False)
     missing = set(module.trainable_state_dict()) - set(saved["state_dict"])
     if missing:

@@ -13,6 +13,7 @@ With ``eval.after_train=true`` the run is evaluated once it is trained.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
 from flash_exp.training import cluster
+from flash_exp.training.run_lock import RunDirectoryLocked, run_lock
 
 log = logging.getLogger("flash_exp.train")
 
@@ -32,9 +34,26 @@ def run_directory() -> Path:
     return Path.cwd()
 
 
-def continued_csv_logger_class():
+def rows_before(text: str, step: int) -> str:
+    """The CSV ``text`` with only its rows logged before ``step`` (the header kept)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "step" not in rows[0]:
+        return text
+    column = rows[0].index("step")
+    kept = [r for r in rows[1:] if column < len(r) and r[column] != "" and float(r[column]) < step]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([rows[0], *kept])
+    return out.getvalue()
+
+
+def continued_csv_logger_class(resume_step: int = 0):
     """A CSVLogger that continues the ``metrics.csv`` of an earlier attempt of the same run (resume,
-    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty."""
+    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty. Rows
+    of steps from ``resume_step`` on are dropped: the resumed run logs them again, so each step is in
+    the file once."""
     import csv
     import io
     import warnings
@@ -49,7 +68,7 @@ def continued_csv_logger_class():
             if self._experiment is not None:
                 return self._experiment
             path = Path(self.log_dir) / "metrics.csv"
-            previous = path.read_text() if path.is_file() else ""
+            previous = rows_before(path.read_text(), resume_step) if path.is_file() else ""
             with warnings.catch_warnings():  # its "previous log files will be deleted" no longer holds
                 warnings.filterwarnings("ignore", message="Experiment logs directory")
                 writer = super().experiment
@@ -62,6 +81,21 @@ def continued_csv_logger_class():
     return ContinuedCSVLogger
 
 
+def resume_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest intact checkpoint to resume from (``last.ckpt`` unless it is corrupt), or None."""
+    from flash_exp.training.checkpoints import newest_intact
+
+    path, passed_over = newest_intact(ckpt_dir)
+    for note in passed_over:
+        log.warning("%s; resuming from an older checkpoint", note)
+    if path is None and passed_over:
+        raise FileNotFoundError(f"no intact checkpoint in {ckpt_dir} to resume from: {'; '.join(passed_over)} "
+                                "(move the run directory aside or pass trainer.resume=never to start afresh)")
+    if path is not None:
+        log.info("resuming from %s", path)
+    return str(path) if path else None
+
+
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
@@ -69,6 +103,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from flash_exp.export import export_student, latest_grid
+    from flash_exp.training.checkpoints import checkpoint_step
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
@@ -85,7 +120,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     module = FlashModule(cfg)
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
-    loggers = [continued_csv_logger_class()(run_dir, name="", version="")]
+    ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path else 0
+    loggers = [continued_csv_logger_class(resume_step)(run_dir, name="", version="")]
     try:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
     except ModuleNotFoundError:
@@ -115,11 +152,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         ],
     )
     last = ckpt_dir / "last.ckpt"
-    ckpt_path = str(last) if t.resume == "auto" and last.is_file() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
+    log.info("%s", module.data_summary())
     cluster.write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
@@ -152,11 +187,41 @@ def mark_failed(run_dir: Path, err: BaseException, benchmarks: list[str]) -> Non
         log.exception("could not record the failure in %s/eval/status.json", run_dir)
 
 
+def interruption(stop: BaseException) -> tuple[str, int]:
+    """What stopped training (the marker's reason) and the non-zero code the process exits with."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(stop, SIGTERMException):
+        return "SIGTERM", 128 + signal.SIGTERM
+    if isinstance(stop, KeyboardInterrupt):
+        return "SIGINT", 128 + signal.SIGINT
+    code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) and stop.code else 1
+    name = signal.Signals(code - 128).name if 128 < code < 128 + signal.NSIG else f"exit code {code}"
+    return name, code
+
+
+def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str]) -> int:
+    """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status; returns the exit code."""
+    how, code = interruption(stop)
+    saved = (run_dir / "checkpoints" / cluster.LAST_CKPT).is_file()
+    path = cluster.write_interruption(run_dir, f"stopped by {how} " + (
+        f"after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume" if saved
+        else "before its first checkpoint"))
+    log.warning("run interrupted by %s, marked in %s; exiting with %d", how, path, code)
+    try:
+        cluster.record_failure_status(run_dir, list(benchmarks))
+    except Exception:  # noqa: BLE001 (the marker is what matters)
+        log.exception("could not record the interruption in %s/eval/status.json", run_dir)
+    return code
+
+
 def run(cfg: TrainConfig, run_dir: Path) -> Path:
     """Train in ``run_dir`` (resuming there), then evaluate when ``eval.after_train`` (global rank 0).
 
     A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
-    Hydra job that raised as completed. An evaluation error is recorded by the evaluation itself."""
+    Hydra job that raised as completed. A signal-driven stop (SIGTERM, SIGINT, a requeue signal) saves
+    ``last.ckpt``, leaves ``<run_dir>/INTERRUPTED`` and exits non-zero (128 + the signal number). An
+    evaluation error is recorded by the evaluation itself."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     cluster.clear_failure(run_dir)
@@ -165,6 +230,8 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     except Exception as err:
         mark_failed(run_dir, err, cfg.eval.benchmarks)
         raise
+    except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's SIGTERMException is a SystemExit
+        raise SystemExit(mark_interrupted(run_dir, stop, cfg.eval.benchmarks)) from None
     if cfg.eval.after_train and getattr(rank_zero_only, "rank", 0) == 0:
         evaluate_run(cfg, run_dir)
     return export_dir
@@ -188,6 +255,18 @@ def main(cfg: DictConfig) -> None:
     cluster.register_resolvers()
     run_dir = run_directory()
     try:
+        with run_lock(run_dir):  # before anything is written there: one live run per directory
+            launch(cfg, run_dir)
+    except RunDirectoryLocked as err:
+        if _multirun():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def launch(cfg: DictConfig, run_dir: Path) -> None:
+    """Validate, check the teacher, train (and evaluate) in ``run_dir``; config errors exit with code 2."""
+    try:
         typed = validate(cfg)
     except Exception as err:
         single = isinstance(err, ConfigError) and not _multirun()
@@ -197,12 +276,15 @@ def main(cfg: DictConfig) -> None:
         if single:
             sys.exit(2)
         raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
-    # the teacher's weights before torch and diffusers load: without network this fails in seconds
+    # the teacher's weights before torch and diffusers load: without network this fails in seconds; then
+    # the values that need the teacher's config files (resolution, K, scheduler names), before its weights
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
+    from flash_exp.backbones.preflight import check_against_pretrained
 
     try:
-        resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
-    except (TeacherNotFoundError, NotADirectoryError) as err:
+        local = resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
+        check_against_pretrained(typed, local)
+    except (TeacherNotFoundError, NotADirectoryError, ConfigError) as err:
         if not _multirun():
             print(f"error: {err}", file=sys.stderr, flush=True)
         mark_failed(run_dir, err, list(typed.eval.benchmarks))

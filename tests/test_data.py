@@ -86,3 +86,68 @@ def test_brace_patterns_name_one_shard_per_expansion(tmp_path):
     assert stream.shards == [str(tmp_path / f"s{i:03d}.tar") for i in range(3)]
     [batch] = take(stream, 1)
     assert batch["pixels"].shape == (6, 3, 16, 16) and int(batch["skipped"]) == 0
+
+
+def test_a_pass_without_usable_samples_stops_naming_the_setting(tmp_path):
+    import pytest
+
+    from flash_exp.data.webdataset import DataStreamError
+
+    shard = write_shard(tmp_path / "a.tar", solid_samples(6))
+    stream = CaptionedImageStream([str(shard)], 16, 2, shuffle_buffer=1, image_keys="png")
+    with pytest.raises(DataStreamError, match=r"no usable sample.*6 missing image \(data.image_key\)"):
+        take(stream, 1)
+    stream = CaptionedImageStream([str(shard)], 16, 2, shuffle_buffer=1, min_aesthetic_score=100)
+    with pytest.raises(DataStreamError, match=r"6 under the aesthetic threshold \(data.min_aesthetic_score\)"):
+        take(stream, 1)
+
+
+def test_consecutive_rejections_stop_the_stream_with_counts(tmp_path):
+    import pytest
+
+    from flash_exp.data.webdataset import DataStreamError
+
+    captionless = [{"key": f"n{i}", "image": s["image"], "json": {}} for i, s in enumerate(solid_samples(8))]
+    shard = write_shard(tmp_path / "a.tar", solid_samples(2) + captionless + solid_samples(2, 2))
+    stream = CaptionedImageStream([str(shard)], 16, 4, shuffle_buffer=1, max_consecutive_rejects=5)
+    with pytest.raises(DataStreamError, match=r"5 candidate samples in a row.*5 missing caption \(data.caption_key\)"):
+        take(stream, 1)
+    # under the limit, the same shard streams on
+    batch = take(CaptionedImageStream([str(shard)], 16, 4, shuffle_buffer=1, max_consecutive_rejects=9), 1)[0]
+    assert int(batch["skipped"]) == 8
+
+
+def test_command_urls_are_refused_unless_allowed(tmp_path):
+    import pytest
+
+    from flash_exp.config import ConfigError, validate
+    from tests.conftest import compose
+
+    shard = write_shard(tmp_path / "a.tar", solid_samples(4))
+    marker = tmp_path / "command-ran"
+    url = f"pipe:touch {marker}; cat {shard}"
+    with pytest.raises(ConfigError, match=r"data.shards=.*shell command.*data.allow_command_urls=true"):
+        take(CaptionedImageStream([url], 16, 2, shuffle_buffer=1), 1)
+    with pytest.raises(ConfigError, match="data.shards"):
+        validate(compose([f"data.shards=['{url}']"]))
+    assert not marker.exists()
+    allowed = CaptionedImageStream([url], 16, 2, shuffle_buffer=1, allow_command_urls=True)
+    assert take(allowed, 1)[0]["pixels"].shape == (2, 3, 16, 16) and marker.exists()
+
+
+def test_truncated_shards_are_counted_at_shard_level(tmp_path):
+    import tarfile
+
+    full = write_shard(tmp_path / "full.tar", solid_samples(16))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: int(len(data) * 0.4)])  # mid-archive
+    with tarfile.open(full) as tar:
+        member = tar.getmembers()[9]
+    boundary = tmp_path / "boundary.tar"  # cut right after a member: tar readers see a clean end
+    boundary.write_bytes(data[: member.offset_data + -(-member.size // 512) * 512])
+    stream = CaptionedImageStream([str(cut), str(boundary), str(full), str(tmp_path / "missing.tar")], 16, 2,
+                                  shuffle_buffer=1)
+    batch = take(stream, 20)[-1]  # more than one pass over the shards: each is counted once
+    assert int(batch["shards_truncated"]) == 2 and int(batch["shards_unreadable"]) == 1
+    assert int(batch["skipped"]) == 0  # no sample-level skip was counted for a shard-level problem

@@ -47,7 +47,8 @@ def source_stream(cfg: TrainConfig) -> CaptionedImageStream:
     if d.kind == "folder":
         return FolderImageStream(d.root, cfg.backbone.resolution, d.batch_size,
                                  files_per_shard=d.files_per_shard, **common)
-    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size, **common)
+    return CaptionedImageStream(list(d.shards), cfg.backbone.resolution, d.batch_size,
+                                allow_command_urls=d.allow_command_urls, **common)
 
 
 def _one_sample(value: Any, i: int) -> Any:

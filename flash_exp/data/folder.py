@@ -193,7 +193,6 @@ class FolderImageStream(CaptionedImageStream):
             for record in self.groups[url]:
                 sample, reason = record_sample(record, self.caption_key)
                 if sample is None:
-                    self.counters.skipped += 1
-                    log.warning("skipping %s: %s", record.path, reason)
+                    self._reject(reason, str(record.path))
                     continue
                 yield sample

@@ -4,6 +4,18 @@ Samples without an image or a caption, and images that fail to decode, are skipp
 batch carries its stream's cumulative count (``skipped``, with the stream id ``stream``) so the
 trainer can log the total even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
 
+Shard URLs that run a shell command (``pipe:CMD``) are refused unless ``allow_command_urls``.
+
+The stream never loops without progress: a whole pass over the shards that yields no usable sample,
+or ``max_consecutive_rejects`` rejected candidates in a row, raises :class:`DataStreamError` naming
+how many candidates were rejected, why, and the setting behind each reason. Each reason is logged
+for its first few samples only, so a bad setting cannot fill the disk with warnings.
+
+Shard-level problems are counted apart from sample-level skips: a shard that cannot be opened
+(``shards_unreadable``) and a truncated shard (``shards_truncated``: a local ``.tar`` whose headers end
+before its end-of-archive marker, which tar readers take silently for the end, or a compressed shard
+whose stream ends early). The intact samples of a truncated shard are still used.
+
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
 
@@ -20,13 +32,18 @@ gets the same inputs, so resume stays exact, and samples of skipped batches cost
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import logging
 import random
+import tarfile
+import zlib
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,13 +53,75 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 from webdataset.shardlists import expand_urls
 
+from flash_exp.config import refuse_command_urls
+
 log = logging.getLogger(__name__)
+
+
+# why a candidate sample was rejected -> the setting (or input) to look at
+REJECTION_SETTINGS = {
+    "unreadable shard entry": "data.shards",
+    "missing image": "data.image_key",
+    "missing caption": "data.caption_key",
+    "undecodable image": "data.crop_size or the image bytes",
+    "under the aesthetic threshold": "data.min_aesthetic_score",
+    "lacks what the task needs": "task",
+}
+LOGGED_PER_REASON = 5  # warnings per rejection reason; the rest are only counted
+
+
+class DataStreamError(RuntimeError):
+    """The data stream cannot make progress: every candidate sample is rejected."""
+
+
+TRUNCATION_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass
 class StreamCounters:
-    skipped: int = 0  # unreadable shards entries, undecodable images, missing image or caption
-    filtered: int = 0  # under the aesthetic threshold
+    skipped: int = 0  # sample level: unreadable entries, undecodable images, missing image or caption
+    filtered: int = 0  # sample level: under the aesthetic threshold
+    consecutive: int = 0  # candidates rejected since the last usable one
+    reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
+    truncated_shards: set[str] = field(default_factory=set)  # shard level: cut short
+    unreadable_shards: set[str] = field(default_factory=set)  # shard level: could not be opened
+
+    def batch_fields(self) -> dict[str, torch.Tensor]:
+        """The cumulative counts every batch carries."""
+        return {"skipped": torch.tensor(self.skipped), "filtered": torch.tensor(self.filtered),
+                "shards_truncated": torch.tensor(len(self.truncated_shards)),
+                "shards_unreadable": torch.tensor(len(self.unreadable_shards))}
+
+
+def tar_truncation(url: str) -> str | None:
+    """Why the local uncompressed ``.tar`` at ``url`` is truncated, or None (complete, compressed, remote).
+
+    Only the headers are read (random access): the archive is truncated when its last member's data runs
+    past the end of the file, or when no zero end-of-archive block follows it."""
+    path = Path(url.removeprefix("file:"))
+    if not url.endswith(".tar") or not path.is_file():
+        return None
+    size = path.stat().st_size
+    end = 0
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    except tarfile.ReadError as err:
+        return f"unreadable tar headers ({err})"
+    if end > size:
+        return f"its last member needs {end} bytes, the file holds {size}"
+    with open(path, "rb") as f:
+        f.seek(end)
+        tail = f.read(tarfile.BLOCKSIZE)
+    if len(tail) < tarfile.BLOCKSIZE or any(tail):
+        return f"no end-of-archive block after byte {end} of {size}"
+    return None
+
+
+def _url_of(exn: Exception) -> str:
+    """The shard URL webdataset appends to the arguments of the errors it hands over."""
+    return next((a for a in reversed(exn.args) if isinstance(a, str) and a), "?")
 
 
 def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None = None) -> torch.Tensor:
@@ -73,12 +152,15 @@ class CaptionedImageStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         transform=None,
+        max_consecutive_rejects: int = 10_000,
+        allow_command_urls: bool = False,
     ):
         super().__init__()
         if not shards:
             raise ValueError("data.shards is empty: name at least one webdataset shard")
         # brace patterns such as "/data/laion/{00000..01023}.tar" name one shard per expansion
         self.shards = [url for pattern in shards for url in expand_urls(pattern)]
+        refuse_command_urls("data.shards", self.shards, allow_command_urls)
         self.resolution = resolution
         self.batch_size = batch_size
         self.seed = seed
@@ -90,14 +172,80 @@ class CaptionedImageStream(IterableDataset):
         self.resampled = resampled
         self.rank, self.world_size = rank, world_size
         self.transform = transform  # the task's SampleTransform, or None (text to image)
+        self.max_consecutive_rejects = max_consecutive_rejects
         self.start_batch = 0  # batches already consumed (all workers together), set on resume
         self.counters = StreamCounters()
+        self._checked: dict[tuple[str, int, int], str | None] = {}  # tar_truncation per (url, size, mtime)
 
     # ------------------------------------------------------------------ sample level
     def _count_error(self, exn: Exception) -> bool:
-        self.counters.skipped += 1
-        log.warning("skipping an unreadable shard entry: %s", exn)
+        if isinstance(exn, TRUNCATION_ERRORS):
+            detail = str(exn.args[0]) if exn.args else type(exn).__name__
+            self._shard_problem(self.counters.truncated_shards, "truncated", _url_of(exn), detail)
+        elif isinstance(exn, OSError):
+            self._shard_problem(self.counters.unreadable_shards, "unreadable", _url_of(exn), str(exn))
+        else:
+            self._reject("unreadable shard entry", "?", str(exn))
         return True
+
+    def _shard_problem(self, seen: set[str], what: str, url: str, detail: str) -> None:
+        """Count a shard-level problem once per shard, with one warning."""
+        if url in seen:
+            return
+        seen.add(url)
+        log.warning("shard %s is %s (%s): its samples past that point are lost; counted in data/shards_%s",
+                    url, what, detail, what)
+
+    def _check_shards(self, urls: list[str]) -> None:
+        """Count the local ``.tar`` shards among ``urls`` that are truncated (checked once per file version)."""
+        for url in urls:
+            path = Path(url.removeprefix("file:"))
+            if not url.endswith(".tar") or not path.is_file():
+                continue
+            stat = path.stat()
+            key = (url, stat.st_size, stat.st_mtime_ns)
+            if key not in self._checked:
+                self._checked[key] = tar_truncation(url)
+            if self._checked[key] is not None:
+                self._shard_problem(self.counters.truncated_shards, "truncated", url, self._checked[key])
+
+    def _raw_samples(self, urls: list[str]) -> Iterator[dict]:
+        """The raw samples of ``urls`` in order, shard problems counted: webdataset dicts (``__key__`` and
+        one entry per extension). A subclass reads another source here
+        (:class:`flash_exp.data.folder.FolderImageStream`)."""
+        self._check_shards(urls)
+        return wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+
+    def _reject(self, reason: str, key: str, detail: str = "", filtered: bool = False) -> None:
+        """Count one rejected candidate (``filtered`` or ``skipped``), log the first few of each reason,
+        and stop the stream once ``max_consecutive_rejects`` candidates in a row were rejected."""
+        c = self.counters
+        if filtered:
+            c.filtered += 1
+        else:
+            c.skipped += 1
+        c.reasons[reason] += 1
+        c.consecutive += 1
+        if c.reasons[reason] <= LOGGED_PER_REASON and not filtered:
+            more = " (further samples with this reason are counted, not logged)" \
+                if c.reasons[reason] == LOGGED_PER_REASON else ""
+            log.warning("skipping sample %s: %s%s%s", key, reason, f" ({detail})" if detail else "", more)
+        if c.consecutive >= self.max_consecutive_rejects:
+            raise DataStreamError(self.rejection_report(
+                f"{c.consecutive} candidate samples in a row were rejected "
+                f"(data.max_consecutive_rejects={self.max_consecutive_rejects})"))
+
+    def _accept(self) -> None:
+        self.counters.consecutive = 0
+
+    def rejection_report(self, what: str) -> str:
+        """``what``, then the rejections so far by reason, each with the setting behind it."""
+        reasons = "; ".join(f"{n} {reason} ({REJECTION_SETTINGS.get(reason, 'data')})"
+                            for reason, n in self.counters.reasons.most_common()) or "none"
+        return (f"the data stream stopped: {what}. Rejected so far: {reasons}. Settings: "
+                f"data.image_key={';'.join(self.image_keys)!r}, data.caption_key={self.caption_key!r}, "
+                f"data.min_aesthetic_score={self.min_aesthetic_score}, data.crop_size={self.crop_size}, "
+                f"data.shards={self.shards[:3]}{'...' if len(self.shards) > 3 else ''}")
 
     def _decode(self, sample: dict) -> dict | None:
         """A training sample {pixels, caption, aesthetic_score}, or None (counted) when it cannot be used."""
@@ -112,34 +260,29 @@ class CaptionedImageStream(IterableDataset):
         if image_bytes is None and "pth" in sample:
             raise ValueError(f"sample {key} holds cached latents (.pth), not an image: set data.cached=true")
         if image_bytes is None or not caption:
-            self.counters.skipped += 1
-            log.warning("skipping sample %s: missing %s", key, "image" if image_bytes is None else "caption")
+            self._reject("missing image" if image_bytes is None else "missing caption", key)
             return None
         score = meta.get("aesthetic_score")
-        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
-            self.counters.filtered += 1
+        if self._below_threshold(score):
+            self._reject("under the aesthetic threshold", key, filtered=True)
             return None
         try:
             with Image.open(io.BytesIO(image_bytes)) as image:
                 pixels = image_to_tensor(image, self.resolution, self.crop_size)
         except Exception as exn:  # PIL raises many types for corrupt files
-            self.counters.skipped += 1
-            log.warning("skipping sample %s: undecodable image (%s)", key, exn)
+            self._reject("undecodable image", key, str(exn))
             return None
         item = {"pixels": pixels, "caption": caption, "aesthetic_score": score}
         if self.transform is not None:
             extra = self.transform.read(sample, meta)
             if extra is None:
-                self.counters.skipped += 1
-                log.warning("skipping sample %s: it lacks what the task needs", key)
+                self._reject("lacks what the task needs", key)
                 return None
             item.update(extra)
         return item
 
-    def _raw_samples(self, urls: list[str]) -> Iterator[dict]:
-        """The raw samples of ``urls`` in order: webdataset dicts (``__key__`` and one entry per extension).
-        A subclass reads another source here (:class:`flash_exp.data.folder.FolderImageStream`)."""
-        return wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
+    def _below_threshold(self, score: float | None) -> bool:
+        return self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score
 
     def task_generator(self, role: int, num_workers: int, position: int) -> torch.Generator:
         """The generator of the task inputs of the sample at ``position`` in the stream of ``role``."""
@@ -166,6 +309,7 @@ class CaptionedImageStream(IterableDataset):
             item = self._decode(sample)
             if item is None:
                 continue
+            self._accept()
             if self.transform is not None:
                 item = self.transform(item, self.task_generator(0, 1, position))
             position += 1
@@ -176,25 +320,37 @@ class CaptionedImageStream(IterableDataset):
         info = get_worker_info()
         return (0, 1) if info is None else (info.id, info.num_workers)
 
+    def _pass_urls(self, epoch: int, rng: random.Random, worker: int, num_workers: int) -> list[str]:
+        """The shards this worker reads in pass ``epoch``."""
+        if self.resampled:
+            return [rng.choice(self.shards) for _ in range(len(self.shards))]
+        urls = list(self.shards)
+        random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
+        urls = urls[self.rank :: self.world_size] or urls
+        return urls[worker::num_workers] or urls
+
     def _samples(self, worker: int, num_workers: int) -> Iterator[dict]:
+        """The usable samples (``_decode``'s dicts) of this worker's endless, shuffled stream; raises
+        :class:`DataStreamError` after a whole pass without one."""
         stream_id = (self.rank * num_workers + worker) if self.world_size > 1 or num_workers > 1 else 0
         rng = random.Random(f"{self.seed}-{stream_id}")
         epoch = 0
         while True:
-            if self.resampled:
-                urls = [rng.choice(self.shards) for _ in range(len(self.shards))]
-            else:
-                urls = list(self.shards)
-                random.Random(f"{self.seed}-epoch{epoch}").shuffle(urls)
-                urls = urls[self.rank :: self.world_size] or urls
-                urls = urls[worker::num_workers] or urls
+            urls = self._pass_urls(epoch, rng, worker, num_workers)
             raw = self._raw_samples(urls)
-            count = 0
+            count = usable = 0
             for sample in wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(raw):
                 count += 1
-                yield sample
+                item = self._decode(sample)
+                if item is not None:
+                    self._accept()
+                    usable += 1
+                    yield item
             if count == 0:
                 raise FileNotFoundError(f"no readable sample in the shards {urls[:3]}... (data.shards)")
+            if usable == 0:
+                raise DataStreamError(self.rejection_report(
+                    f"a whole pass over {len(urls)} shard(s) gave no usable sample ({count} candidates)"))
             epoch += 1
 
     def __iter__(self) -> Iterator[dict]:
@@ -205,10 +361,7 @@ class CaptionedImageStream(IterableDataset):
         skip = max(0, (self.start_batch - role + num_workers - 1) // num_workers)
         batch: list[dict] = []
         position = 0  # usable samples so far in this stream (the task generator's index)
-        for sample in self._samples(role, num_workers):
-            item = self._decode(sample)
-            if item is None:
-                continue
+        for item in self._samples(role, num_workers):
             batch.append(item)
             position += 1
             if len(batch) == self.batch_size:
@@ -222,8 +375,7 @@ class CaptionedImageStream(IterableDataset):
                     yield {
                         **self.collate(batch),
                         "stream": torch.tensor(role),
-                        "skipped": torch.tensor(self.counters.skipped),
-                        "filtered": torch.tensor(self.counters.filtered),
+                        **self.counters.batch_fields(),
                     }
                 batch = []
 
@@ -264,9 +416,8 @@ class CachedLatentStream(CaptionedImageStream):
         if cached_by != self.encoded_by:
             raise ValueError(f"sample {key} was cached with {cached_by}, this run needs {self.encoded_by} "
                              "(backbone.family, backbone.resolution): cache the shards again")
-        score = meta.get("aesthetic_score")
-        if self.min_aesthetic_score is not None and score is not None and score < self.min_aesthetic_score:
-            self.counters.filtered += 1
+        if self._below_threshold(meta.get("aesthetic_score")):
+            self._reject("under the aesthetic threshold", key, filtered=True)
             return None
         payload = torch.load(io.BytesIO(sample["pth"]), map_location="cpu", weights_only=True)
         return {"latents": payload["latents"], "condition": payload["condition"], "caption": meta["caption"]}

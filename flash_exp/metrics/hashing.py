@@ -60,3 +60,13 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
         tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
         os.replace(tmp, memo_path)
     return value
+
+
+def directory_sha256(directory: Path, memo_dir: Path | None = None) -> str:
+    """sha256 over the relative paths and :func:`file_sha256` digests of every file under ``directory``
+    (hidden files and folders left out), e.g. a diffusers pipeline directory's weights and configs.
+    With ``memo_dir`` an unchanged file (same size and modification time) is not read again."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    return sha256_json({p.relative_to(directory).as_posix(): file_sha256(p, memo_dir) for p in files})

@@ -105,11 +105,13 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor, lpips: torch.n
 
 
 # ------------------------------------------------------------------------------------------ sampling
-def held_out_conditions(cfg, count: int, seed: int | None = None) -> dict:
+def held_out_conditions(cfg, count: int, seed: int | None = None, allow_command_urls: bool = False) -> dict:
     """A batch of the first ``count`` usable samples of ``task.grid_shards`` (or the training shards),
     in file order, each once (fewer when the shards hold fewer), with the task's inputs (masks,
     degradations, edge maps) drawn from generators seeded by ``seed`` (default ``cfg.seed``) and the
-    sample's position. Keys: those of a training batch plus ``key`` (the samples' ``__key__``)."""
+    sample's position. Keys: those of a training batch plus ``key`` (the samples' ``__key__``).
+    ``pipe:`` shard URLs are refused unless ``allow_command_urls``: an evaluation never runs the
+    commands of a saved config."""
     from itertools import islice
 
     from flash_exp.data.webdataset import CaptionedImageStream
@@ -119,7 +121,7 @@ def held_out_conditions(cfg, count: int, seed: int | None = None) -> dict:
     stream = CaptionedImageStream(
         shards=shards, resolution=cfg.backbone.resolution, batch_size=count, seed=cfg.seed if seed is None else seed,
         image_keys=cfg.data.image_key, caption_key=cfg.data.caption_key, crop_size=cfg.data.crop_size,
-        transform=build_sample_transform(cfg.task, cfg.backbone.resolution),
+        transform=build_sample_transform(cfg.task, cfg.backbone.resolution), allow_command_urls=allow_command_urls,
     )
     items = list(islice(stream.one_pass(), count))
     if not items:
@@ -127,9 +129,9 @@ def held_out_conditions(cfg, count: int, seed: int | None = None) -> dict:
     return stream.collate(items)
 
 
-def grid_batch(cfg, count: int | None = None) -> dict:
+def grid_batch(cfg, count: int | None = None, allow_command_urls: bool = False) -> dict:
     """The conditions a sample grid shows: :func:`held_out_conditions` of ``task.num_grid_samples``."""
-    return held_out_conditions(cfg, count or cfg.task.num_grid_samples)
+    return held_out_conditions(cfg, count or cfg.task.num_grid_samples, allow_command_urls=allow_command_urls)
 
 
 def batch_digest(batch: dict) -> str:

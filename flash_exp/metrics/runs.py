@@ -5,17 +5,21 @@ A run directory holds ``.hydra/config.yaml`` (the composed training config), ``.
 LoRA ``pytorch_lora_weights.safetensors``, or a PEFT adapter ``adapter_model.safetensors`` for PixArt).
 Single runs live at ``<runs>/<run_name>/<timestamp>/``, sweep jobs at ``<runs>/sweeps/<timestamp>/<job>/``
 (the sweep directory holds ``multirun.yaml``). A run is *failed* when it holds a failure marker
-file, *unfinished* when it has no export, and *ready* otherwise.
+file, *interrupted* when a signal stopped it (``INTERRUPTED``: saved, resumable by relaunching),
+*unfinished* when it has no export, and *ready* otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from flash_exp.config import BackboneConfig, register_resolvers
+from flash_exp.metrics.results import STATUS_KIND, status_path, write_json_atomic
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -23,12 +27,13 @@ EXPORT_DIR = "export"
 STUDENT_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
 SWEEP_FILE = "multirun.yaml"
 FAILURE_MARKERS = ("FAILED", "error.txt")
-READY, UNFINISHED, FAILED = "ready", "unfinished", "failed"
+INTERRUPTED_MARKER = "INTERRUPTED"
+READY, UNFINISHED, FAILED, INTERRUPTED = "ready", "unfinished", "failed", "interrupted"
 
 
 @dataclass(frozen=True)
 class RunState:
-    """``status``: ready | unfinished | failed; ``reason``: why it is not ready (empty when ready)."""
+    """``status``: ready | unfinished | failed | interrupted; ``reason``: why it is not ready (empty when ready)."""
 
     status: str
     reason: str = ""
@@ -41,12 +46,12 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def run_state(run_dir: Path) -> RunState:
-    """Whether ``run_dir`` can be evaluated; a failure marker's first line is the reason."""
-    for marker in FAILURE_MARKERS:
+    """Whether ``run_dir`` can be evaluated; a failure or interruption marker's first line is the reason."""
+    for marker, status in [*((m, FAILED) for m in FAILURE_MARKERS), (INTERRUPTED_MARKER, INTERRUPTED)]:
         path = Path(run_dir) / marker
         if path.is_file():
             first = next(iter(path.read_text(errors="replace").strip().splitlines()), "")
-            return RunState(FAILED, f"{marker}: {first}" if first else marker)
+            return RunState(status, f"{marker}: {first}" if first else marker)
     if student_file(run_dir) is None:
         return RunState(UNFINISHED, f"no {EXPORT_DIR}/{' or '.join(STUDENT_FILES)}")
     return RunState(READY)
@@ -92,3 +97,17 @@ def run_overrides(run_dir: Path) -> dict[str, str]:
         key, _, value = str(item).partition("=")
         pairs[key.lstrip("+~")] = value
     return pairs
+
+
+def run_fields(run_dir: Path) -> dict[str, Any]:
+    """The run and sweep directories (absolute) that result and status files name."""
+    sweep = sweep_dir(run_dir)
+    return {"run": str(Path(run_dir).resolve()), "sweep": str(sweep.resolve()) if sweep else None}
+
+
+def write_status(run_dir: Path, status: str, reason: str, benchmarks: list[str]) -> None:
+    """``<run_dir>/eval/status.json``: the run's status as the leaderboard lists it."""
+    write_json_atomic(status_path(run_dir), {
+        "kind": STATUS_KIND, **run_fields(run_dir), "status": status, "reason": reason,
+        "benchmarks": benchmarks, "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })

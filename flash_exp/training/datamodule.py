@@ -23,7 +23,8 @@ class FlashDataModule(L.LightningDataModule):
         d, b = self.cfg.data, self.cfg.backbone
         common = dict(batch_size=d.batch_size, seed=self.cfg.seed, shuffle_buffer=d.shuffle_buffer,
                       min_aesthetic_score=d.min_aesthetic_score, resampled=d.resampled, rank=rank,
-                      world_size=world_size)
+                      world_size=world_size, max_consecutive_rejects=d.max_consecutive_rejects,
+                      allow_command_urls=d.allow_command_urls)
         if d.cached:
             return CachedLatentStream(list(d.shards), {"family": b.family, "resolution": b.resolution}, **common)
         # the task's per-sample inputs (masks, low-res images, edge maps, references)

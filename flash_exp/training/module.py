@@ -13,6 +13,7 @@ method's random generator state and the data position; frozen base weights are r
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 import torch
@@ -21,8 +22,15 @@ from flash_exp.backbones import build_backbone
 from flash_exp.config import EIGHT_BIT_MISSING, TrainConfig
 from flash_exp.method.distiller import FlashDistiller
 from flash_exp.tasks import build_task
+from flash_exp.training.checkpoints import shape_mismatch
 
 log = logging.getLogger(__name__)
+
+DATA_COUNTS = ("skipped", "filtered", "shards_truncated", "shards_unreadable")  # carried by every batch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term went NaN or infinite: the run stops instead of training on it."""
 
 
 def build_lpips(weights: str | None) -> torch.nn.Module:
@@ -83,7 +91,7 @@ class FlashModule(L.LightningModule):
         if cfg.trainer.compile_teacher:
             self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.skipped_per_stream: dict[int, int] = {}
+        self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -114,6 +122,7 @@ class FlashModule(L.LightningModule):
         null = prepared.null_condition
 
         loss, logs, disc_inputs = self.distiller.generator_loss(z, cond, null, step, self.generator)
+        self.stop_if_non_finite(logs, "loss/generator", step)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.cfg.trainer.gradient_clip_val:
@@ -124,6 +133,7 @@ class FlashModule(L.LightningModule):
         train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
         if opt_d is not None and disc_inputs is not None and train_disc:
             d_loss, d_logs = self.distiller.discriminator_loss(disc_inputs)
+            self.stop_if_non_finite(d_logs, "loss/discriminator", step)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             # the raw optimiser: Lightning's step counter must count data batches, not updates
@@ -131,12 +141,36 @@ class FlashModule(L.LightningModule):
             self.distiller.clip_discriminator()
             logs.update(d_logs)
 
-        self.skipped_per_stream[int(batch["stream"])] = int(batch["skipped"])
-        logs["data/skipped"] = float(sum(self.skipped_per_stream.values()))
-        logs["data/filtered"] = float(batch["filtered"])
+        self.data_counts[int(batch["stream"])] = {k: int(batch[k]) for k in DATA_COUNTS if k in batch}
+        logs.update({f"data/{k}": float(v) for k, v in self.data_totals().items()})
         shown = {"loss/generator", "phase"}
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
         self.log_dict({k: logs[k] for k in shown}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+
+    def stop_if_non_finite(self, logs: dict[str, float], total: str, step: int) -> None:
+        """Raise :class:`NonFiniteLossError` before the update when ``logs[total]`` is NaN or infinite,
+        naming the step, the phase and the loss terms that went non-finite; the last checkpoint stays
+        the last good one (nothing is saved on an error)."""
+        if math.isfinite(logs[total]):
+            return
+        terms = [k for k, v in logs.items() if k.startswith("loss/") and k != total and not math.isfinite(v)]
+        phase = self.distiller.phases.at(step)
+        named = ", ".join(f"{k}={logs[k]}" for k in terms or [total])
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}, phase {phase.name!r} (index {phase.index}, K={phase.k}): {named}. "
+            "Training stopped before this update; checkpoints/ holds the last good state")
+
+    def data_totals(self) -> dict[str, int]:
+        """The data counts of every stream added up (sample level: skipped, filtered; shard level:
+        shards_truncated, shards_unreadable)."""
+        return {k: sum(c.get(k, 0) for c in self.data_counts.values()) for k in DATA_COUNTS}
+
+    def data_summary(self) -> str:
+        """The end-of-run line on what the data streams dropped."""
+        t = self.data_totals()
+        return (f"data: {t['skipped']} samples skipped, {t['filtered']} filtered (data.min_aesthetic_score); "
+                f"shards: {t['shards_truncated']} truncated, {t['shards_unreadable']} unreadable "
+                f"({len(self.data_counts)} stream(s) on this rank)")
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -146,17 +180,16 @@ class FlashModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
         checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        checkpoint["flash_data"] = {"batches": self.global_step, "skipped": dict(self.skipped_per_stream)}
+        checkpoint["flash_data"] = {"batches": self.global_step, "counts": dict(self.data_counts)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("flash_rng")
         if rng is not None:
             self.generator.set_state(rng["generator"])
             torch.set_rng_state(rng["torch"])
-        expected = set(self.trainable_state_dict())
-        got = set(checkpoint["state_dict"])
-        if expected != got:
-            raise ValueError(
-                f"checkpoint does not match the model's trainable weights: {len(expected - got)} missing, "
-                f"{len(got - expected)} unexpected (was it written with another backbone or LoRA config?)"
-            )
+        expected = {k: tuple(v.shape) for k, v in self.trainable_state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+        differs = shape_mismatch(expected, got)
+        if differs is not None:
+            raise ValueError(f"the checkpoint does not fit this config: {differs} (resume with the run's own "
+                             "settings, or start afresh with trainer.resume=never in another run directory)")

@@ -168,7 +168,8 @@ class SampleGridCallback(L.Callback):
                 if self._task_batch is None:
                     from flash_exp.metrics.restoration import grid_batch
 
-                    self._task_batch = grid_batch(pl_module.cfg)
+                    self._task_batch = grid_batch(pl_module.cfg,
+                                                  allow_command_urls=pl_module.cfg.data.allow_command_urls)
                 write_task_grid(backbone, task, self._task_batch, self.nfe, path, self.seed)
             else:
                 write_grid(backbone, self.prompts, self.nfe, path, self.seed)
