@@ -412,10 +412,13 @@ class DataConfig:
     crop_size: int | None = None  # centre crop before resize; default: the shorter side
     prompts: list[str] = field(default_factory=list)  # fixed prompts of the sample grids
     cached: bool = False  # shards hold latents and text embeddings (python -m flash_exp.data.cache_latents)
+    overfit_batches: int = 0  # > 0: train on the stream's first N batches, repeated (debug=overfit)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
+        if self.overfit_batches < 0:
+            raise ConfigError("data.overfit_batches", self.overfit_batches, "must be >= 0 (0: no repetition)")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
 
@@ -456,7 +459,7 @@ class TrainerConfig:
     sample_nfe: list[int] = field(default_factory=lambda: [1, 2, 4])
     num_sample_prompts: int = 4
     resume: str = "auto"  # "auto": continue from <run>/checkpoints/last.ckpt when it exists; "never"
-    wandb: bool = False
+    keep_checkpoints: int | None = None  # the N latest step_*.ckpt are kept (plus last.ckpt); null: all
     compile_teacher: bool = False  # torch.compile the teacher's no-grad calls (the K-step rollout)
     offload_frozen: bool = False  # VAE encoder and text encoders on CPU, on the GPU only while encoding
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -473,6 +476,38 @@ class TrainerConfig:
             )
         if not self.sample_nfe or any(n <= 0 for n in self.sample_nfe):
             raise ConfigError("trainer.sample_nfe", list(self.sample_nfe), "positive step counts")
+        if self.keep_checkpoints is not None and self.keep_checkpoints <= 0:
+            raise ConfigError("trainer.keep_checkpoints", self.keep_checkpoints,
+                              "must be a positive integer (the latest N step checkpoints besides last.ckpt) "
+                              "or null (keep all)")
+
+
+# --------------------------------------------------------------------------------------------- logger
+# tracker name -> the pip package it needs (None: always available)
+TRACKER_PACKAGES: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb",
+                                           "mlflow": "mlflow"}
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment trackers (``conf/logger/``): metrics, hyper-parameters and the sample grids as images.
+    wandb and mlflow are not dependencies; choosing one that is not installed fails at validation."""
+
+    trackers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    project: str = "flash_exp"  # wandb project / MLflow experiment name
+    tracking_uri: str | None = None  # MLflow; null: file:<run dir>/mlruns
+    offline: bool = False  # wandb: write locally, sync later with `wandb sync`
+    log_images: bool = True  # send the sample grids to the trackers that take images
+
+    def __post_init__(self) -> None:
+        if not self.trackers:
+            raise ConfigError("logger.trackers", list(self.trackers), "name at least one tracker, e.g. [csv]")
+        for name in self.trackers:
+            _one_of("logger.trackers", name, tuple(TRACKER_PACKAGES))
+            package = TRACKER_PACKAGES[name]
+            if package is not None and importlib.util.find_spec(package) is None:
+                raise ConfigError("logger.trackers", name, f"needs the {package} package, which is not "
+                                  f"installed: pip install {package}, or choose another logger (csv, tensorboard)")
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -498,6 +533,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     run_name: str = "flash"
 

@@ -377,7 +377,7 @@ def test_experiment_is_a_multirun_whose_every_point_validates(name, tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     base = ["backbone=sd15", f"data.shards=[{tmp_path / 'x.tar'}]"]
-    cfg = _compose_with_hydra([f"+experiment={name}", *base])
+    cfg = _compose_with_hydra([f"experiment={name}", *base])
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.eval.after_train is True
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert len(params) == 1, params
@@ -388,7 +388,7 @@ def test_experiment_is_a_multirun_whose_every_point_validates(name, tmp_path):
     for backbone in BACKBONES:
         pinned = [f"backbone={backbone}", f"backbone.pretrained={tmp_path / 'teacher'}", base[1]]
         for value in points if backbone == "sd15" else points[-1:]:
-            typed = validate(compose([f"+experiment={name}", *pinned, f"{key}={value}"]))
+            typed = validate(compose([f"experiment={name}", *pinned, f"{key}={value}"]))
             assert typed.eval.after_train and typed.backbone.name == backbone
     if "toy" in name:
         assert "lpips" not in values
