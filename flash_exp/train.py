@@ -2,7 +2,7 @@
 
     python -m flash_exp.train                                  # the toy world on this machine
     python -m flash_exp.train backbone=sdxl trainer=gpu        # the paper's SDXL settings
-    python -m flash_exp.train -m +experiment=fig5d_losses hydra/launcher=slurm
+    python -m flash_exp.train -m experiment=fig5d_losses hydra/launcher=slurm
 
 On SLURM (``hydra/launcher=slurm``) each srun task is one rank; ``flash_exp.training.cluster`` checks
 the topology before any weight loads, checkpoints and requeues on preemption or time limit (the job
@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
-from flash_exp.training import cluster
+from flash_exp.training import cluster, completion
+from flash_exp.training.rundir import discard_unstarted
 
 log = logging.getLogger("flash_exp.train")
 
@@ -32,44 +33,14 @@ def run_directory() -> Path:
     return Path.cwd()
 
 
-def continued_csv_logger_class():
-    """A CSVLogger that continues the ``metrics.csv`` of an earlier attempt of the same run (resume,
-    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty."""
-    import csv
-    import io
-    import warnings
-
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.logger import rank_zero_experiment
-
-    class ContinuedCSVLogger(CSVLogger):
-        @property
-        @rank_zero_experiment
-        def experiment(self):
-            if self._experiment is not None:
-                return self._experiment
-            path = Path(self.log_dir) / "metrics.csv"
-            previous = path.read_text() if path.is_file() else ""
-            with warnings.catch_warnings():  # its "previous log files will be deleted" no longer holds
-                warnings.filterwarnings("ignore", message="Experiment logs directory")
-                writer = super().experiment
-            if previous:
-                path.write_text(previous)
-                # the earlier header first: rows of both attempts share one set of columns
-                writer.metrics_keys = next(csv.reader(io.StringIO(previous)), [])
-            return writer
-
-    return ContinuedCSVLogger
-
-
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from flash_exp.export import export_student, latest_grid
     from flash_exp.training.datamodule import FlashDataModule
+    from flash_exp.training.loggers import build_loggers
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
 
@@ -85,15 +56,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     module = FlashModule(cfg)
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
-    loggers = [continued_csv_logger_class()(run_dir, name="", version="")]
-    try:
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
-    except ModuleNotFoundError:
-        pass
-    if t.wandb:
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers.append(WandbLogger(save_dir=run_dir, name=cfg.run_name, id=run_dir.name, resume="allow"))
+    loggers = build_loggers(cfg.logger, run_dir, cfg.run_name)
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -107,10 +70,14 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         log_every_n_steps=t.log_every,
         enable_model_summary=False,
         callbacks=[
+            # keep_checkpoints: the N highest steps ("step" is always among the monitored values)
             ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:06d}", auto_insert_metric_name=False,
-                            every_n_train_steps=t.checkpoint_every, save_top_k=-1, save_last=True),
+                            every_n_train_steps=t.checkpoint_every, save_last=True,
+                            **({"save_top_k": t.keep_checkpoints, "monitor": "step", "mode": "max"}
+                               if t.keep_checkpoints else {"save_top_k": -1})),
             cluster.signal_checkpoint(ckpt_dir),
-            SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed),
+            SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed,
+                               to_trackers=cfg.logger.log_images),
             TQDMProgressBar(refresh_rate=max(1, t.log_every)),
         ],
     )
@@ -156,17 +123,28 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     """Train in ``run_dir`` (resuming there), then evaluate when ``eval.after_train`` (global rank 0).
 
     A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
-    Hydra job that raised as completed. An evaluation error is recorded by the evaluation itself."""
+    Hydra job that raised as completed. An evaluation error is recorded by the evaluation itself.
+    A run already trained, exported and evaluated with this very config is skipped before any model
+    loads (a relaunched sweep costs nothing for its finished jobs)."""
+    done = completion.up_to_date(cfg, run_dir)
+    if done:
+        log.info("%s: %s: skipped", run_dir, done)
+        return run_dir / "export"
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+    completion.clear(run_dir)
     cluster.clear_failure(run_dir)
     try:
         export_dir = train(cfg, run_dir)
     except Exception as err:
         mark_failed(run_dir, err, cfg.eval.benchmarks)
         raise
-    if cfg.eval.after_train and getattr(rank_zero_only, "rank", 0) == 0:
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return export_dir
+    completion.mark_trained(cfg, run_dir, cfg.trainer.max_steps or sum(cfg.phases.iterations))
+    if cfg.eval.after_train:
         evaluate_run(cfg, run_dir)
+        completion.mark_evaluated(cfg, run_dir)
     return export_dir
 
 
@@ -190,12 +168,11 @@ def main(cfg: DictConfig) -> None:
     try:
         typed = validate(cfg)
     except Exception as err:
-        single = isinstance(err, ConfigError) and not _multirun()
-        if single:
+        if isinstance(err, ConfigError) and not _multirun():
             print(f"error: {err}", file=sys.stderr)
-        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
-        if single:
+            discard_unstarted(run_dir)  # nothing ran: no run directory, no FAILED row on the leaderboard
             sys.exit(2)
+        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
         raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
     # the teacher's weights before torch and diffusers load: without network this fails in seconds
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
@@ -205,10 +182,10 @@ def main(cfg: DictConfig) -> None:
     except (TeacherNotFoundError, NotADirectoryError) as err:
         if not _multirun():
             print(f"error: {err}", file=sys.stderr, flush=True)
+            discard_unstarted(run_dir)
+            sys.exit(2)
         mark_failed(run_dir, err, list(typed.eval.benchmarks))
-        if _multirun():
-            raise
-        sys.exit(2)
+        raise
     try:
         run(typed, run_dir)
     except ConfigError as err:  # the cluster preflight; run() has marked the run failed
@@ -220,4 +197,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from flash_exp.cli import normalise_overrides
+
+    sys.argv[1:] = normalise_overrides(sys.argv[1:])
     main()
