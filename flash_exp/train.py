@@ -39,10 +39,13 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
     from flash_exp.export import export_student, latest_grid
+    from flash_exp.training.console import quiet_console
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.loggers import build_loggers
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
+
+    quiet_console()
 
     saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it for CLI runs; in-process runs need it too
     if not saved.is_file():
