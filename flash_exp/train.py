@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from flash_exp import plan
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
 from flash_exp.training import cluster, completion
 from flash_exp.training.rundir import discard_unstarted
@@ -160,6 +161,7 @@ def _multirun() -> bool:
 register_configs()
 register_resolvers()
 cluster.register_resolvers()
+plan.register_comment_resolver()  # the SLURM job comment
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -167,6 +169,7 @@ def main(cfg: DictConfig) -> None:
     # again here: a submitit job unpickles this function without running this module's top level
     register_resolvers()
     cluster.register_resolvers()
+    plan.register_comment_resolver()
     run_dir = run_directory()
     try:
         typed = validate(cfg)

@@ -406,11 +406,13 @@ def _compose_with_hydra(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from flash_exp import plan
     from flash_exp.config import register_configs, register_resolvers
 
     register_configs()
     register_resolvers()
     cluster.register_resolvers()
+    plan.register_comment_resolver()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -428,5 +430,6 @@ def test_slurm_launcher_preset_sizes_the_job_from_the_trainer(trainer, gpus):
     assert (p["tasks_per_node"], p["nodes"], p["gpus_per_node"], p["partition"]) == (2, 3, gpus, "gpu")
     assert p["max_num_timeout"] > 0 and p["signal_delay_s"] > 0 and p["array_parallelism"] >= 1
     assert p["setup"] == ['test -z "$SLURM_CPUS_PER_TASK" || export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK']
+    assert "GPU-h" in p["comment"]  # the plan's estimate, visible in squeue
     local = instantiate(_compose_with_hydra(["hydra/launcher=local", "trainer=cpu"]).hydra.launcher)
     assert type(local).__name__ == "LocalLauncher" and local.params["gpus_per_node"] is None
