@@ -16,13 +16,23 @@ HARMLESS_WARNINGS = (
      "discriminator train"),
     (r"Checkpoint directory .* exists and is not empty",
      "a resumed or requeued run writes into its own checkpoints/ again, which is what resuming means"),
+    (r"While injecting the PEFT adapters, an inconsistency was discovered",
+     "diffusers lists every LoRA target module in the adapter config, PEFT compares that list with the "
+     "state dict's keys; the weights load in full (tests/test_train.py checks the exported student "
+     "reproduces the trained one)"),
+    (r"`torch_dtype` is deprecated",
+     "our backbone loaders pass torch_dtype, the keyword every diffusers release pyproject.toml allows "
+     "(>= 0.35) accepts; the dtype is applied either way"),
 )
 
 # (start of a log message, why it is harmless here)
 HARMLESS_LOG_LINES = (
     ("💡 Tip:", "an advertisement for a hosted tracker; the trackers are chosen with logger=..."),
     ("`weights_only` was not set", "our own checkpoints are read back; the default (False) is what we need"),
+    ("No LoRA keys associated to CLIPText", "the Flash LoRA adapts the denoiser only, never the text encoders"),
 )
+# loggers whose handlers get the filter: the root (Hydra's console) and the libraries' own handlers
+FILTERED_HANDLERS_OF = ("", "diffusers", "transformers")
 
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
@@ -42,10 +52,14 @@ def quiet_console() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _DropHarmless) for f in handler.filters):
-            handler.addFilter(_DropHarmless())
-    # transformers' per-file "Loading weights" bar: one bar per text encoder, done in a blink
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    # the libraries' loading bars (one per pipeline component or weight file): each done in a blink
+    # here, they interleave with our own lines; sampling and training keep their bars
+    diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    for name in FILTERED_HANDLERS_OF:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropHarmless) for f in handler.filters):
+                handler.addFilter(_DropHarmless())
