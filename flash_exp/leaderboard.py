@@ -433,7 +433,10 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
          "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:nth-child(2){text-align:left}"
          "th{background:#f3f3f3}.anchors td{color:#555;font-style:italic}.protocol{font-size:.85em;color:#444}"
-         "img{max-width:100%}")
+         "img{max-width:100%}summary{cursor:pointer;margin:.5em 0;color:#036}")
+
+
+FOLD_ROWS = 30  # an HTML results table longer than this starts folded
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -453,8 +456,11 @@ def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Se
             parts.append(f"<p class='protocol'>Protocol: "
                          f"{html.escape(_protocol_line(table.protocol, table.protocol_hash))}</p>")
             extra = restoration_columns(table)
-            parts.append(_html_table(table_columns(table), (_cells(r, extra) for r in table.rows)))
+            rows = _html_table(table_columns(table), (_cells(r, extra) for r in table.rows))
             parts.append(_img(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
+            # a long table (a 24-job grid has over 70 rows) folds below the plots instead of burying them
+            parts.append(rows if len(table.rows) <= FOLD_ROWS else
+                         f"<details><summary>all {len(table.rows)} results of this protocol</summary>{rows}</details>")
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 png = sweep_panels(table, sweep)
                 if png is not None:
