@@ -16,3 +16,21 @@ def normalise_overrides(args: list[str]) -> list[str]:
             arg = stripped
         out.append(arg)
     return out
+
+
+def sweep_points(params: dict[str, str], args: list[str]) -> list[list[str]]:
+    """The override list of every job of a sweep, as Hydra's basic sweeper expands them: the config's
+    ``hydra.sweeper.params`` first, then the command line (a key given there replaces the file's list)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [f"{key}={value}" for key, value in params.items()] + list(args)
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)[0]
+
+
+def swept_values(jobs: list[list[str]]) -> list[list[str]]:
+    """Per job, the overrides it does not share with every other job (its swept values)."""
+    if len(jobs) < 2:
+        return [[] for _ in jobs]
+    common = set(jobs[0]).intersection(*(set(j) for j in jobs[1:]))
+    return [[o for o in job if o not in common] for job in jobs]

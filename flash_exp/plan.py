@@ -27,7 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from flash_exp.cli import normalise_overrides
+from flash_exp.cli import normalise_overrides, sweep_points, swept_values
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,18 +162,14 @@ def _compose(overrides: list[str]) -> DictConfig:
 def sweep_jobs(args: list[str]) -> tuple[list[list[str]], bool]:
     """The override list of every job, as Hydra's basic sweeper expands them (the file's
     ``hydra.sweeper.params`` first, the command line after), and whether it is a sweep."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(args)
+    parsed = OverridesParser.create().parse_overrides(args)
     base = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
     multirun = str(base.hydra.mode) == "RunMode.MULTIRUN" or any(o.is_sweep_override() for o in parsed)
     if not multirun:
         return [list(args)], False
-    params = OmegaConf.to_container(base.hydra.sweeper.params) or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + list(args)
-    return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0], True
+    return sweep_points(OmegaConf.to_container(base.hydra.sweeper.params) or {}, args), True
 
 
 def plan(args: list[str], gpu: str) -> list[JobPlan]:
@@ -185,18 +181,10 @@ def plan(args: list[str], gpu: str) -> list[JobPlan]:
     return out
 
 
-def swept(jobs: list[JobPlan], args: list[str]) -> list[list[str]]:
-    """Per job, its overrides that differ between jobs (the swept values)."""
-    if len(jobs) == 1:
-        return [[]]
-    common = set(jobs[0].overrides).intersection(*(set(j.overrides) for j in jobs[1:]))
-    return [[o for o in j.overrides if o not in common] for j in jobs]
-
-
-def format_table(jobs: list[JobPlan], args: list[str]) -> str:
+def format_table(jobs: list[JobPlan]) -> str:
     lines = [f"{'job':>3}  {'swept':<36} {'batches':>8} {'B':>3}  {'K per phase':<14} "
              f"{'teacher calls/batch (2B each)':<30} {'s/batch':>8} {'GPU-h':>8}"]
-    for i, (job, values) in enumerate(zip(jobs, swept(jobs, args), strict=True)):
+    for i, (job, values) in enumerate(zip(jobs, swept_values([j.overrides for j in jobs]), strict=True)):
         ks = "/".join(str(p.k) for p in job.phases)
         calls = "/".join(f"{p.rollout_calls:.1f}" for p in job.phases)
         lines.append(f"{i:>3}  {' '.join(values) or '-':<36} {job.batches:>8} {job.cfg.data.batch_size:>3}  "
@@ -244,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_table(jobs, args))
+    print(format_table(jobs))
     return 0
 
 
