@@ -37,8 +37,16 @@ FILTERED_HANDLERS_OF = ("", "diffusers", "transformers")
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
+# packages whose INFO lines are dropped: open_clip narrates each step of building the scoring CLIP
+# ("Parsing model identifier", "Instantiating model architecture", ... ten lines per load) on the root
+# logger, where no logger level can single it out
+CHATTY_PACKAGES = ("open_clip",)
+
+
 class _DropHarmless(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.INFO and any(f"/{p}/" in record.pathname for p in CHATTY_PACKAGES):
+            return False
         message = str(record.msg)
         return not any(message.startswith(prefix) for prefix, _ in HARMLESS_LOG_LINES)
 
