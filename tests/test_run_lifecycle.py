@@ -42,3 +42,19 @@ def test_a_finished_run_is_skipped_without_reading_any_weights(tmp_path, tiny_sd
     longer = tiny_train_cfg(tiny_sd_dir, tiny_shards, "trainer.max_steps=3")
     with pytest.raises(AssertionError, match="weights were read"):  # a changed config runs again
         run(longer, run_dir)
+
+
+def test_an_overfit_run_trains_on_one_repeated_batch_and_its_grid_reaches_tensorboard(tmp_path, tiny_sd_dir,
+                                                                                       tiny_shards):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from flash_exp.training.datamodule import FlashDataModule, RepeatedBatches
+
+    cfg = tiny_train_cfg(tiny_sd_dir, tiny_shards, "trainer.max_steps=3", "data.overfit_batches=1")
+    loader = FlashDataModule(cfg).train_dataloader()
+    assert isinstance(loader.dataset, RepeatedBatches)
+    first, second = [batch for _, batch in zip(range(2), loader, strict=False)]
+    assert first["captions"] == second["captions"] and (first["pixels"] == second["pixels"]).all()
+    run(cfg, tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert "samples" in events.Tags()["images"]
