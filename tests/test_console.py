@@ -13,6 +13,8 @@ def test_known_harmless_warnings_are_dropped_and_others_kept():
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn("Found 478 module(s) in eval mode at the start of training.", UserWarning, stacklevel=1)
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("Using ModelCheckpoint with manual optimization and every_n_train_steps, but no "
+                      "pre-optimization state was saved.", UserWarning, stacklevel=1)
         warnings.warn("something a user must read", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something a user must read"]
 

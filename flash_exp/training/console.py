@@ -14,6 +14,9 @@ HARMLESS_WARNINGS = (
     (r"Found \d+ module\(s\) in eval mode",
      "the frozen teacher, VAE and text encoders are in eval mode on purpose; only the LoRA and the "
      "discriminator train"),
+    (r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+     "a checkpoint at step N must hold the weights after N updates (what resuming at step N needs), "
+     "which is what Lightning saves; its 12-line advice is for the opposite wish"),
     (r"Checkpoint directory .* exists and is not empty",
      "a resumed or requeued run writes into its own checkpoints/ again, which is what resuming means"),
     (r"While injecting the PEFT adapters, an inconsistency was discovered",
