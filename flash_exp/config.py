@@ -460,6 +460,7 @@ class TrainerConfig:
     num_sample_prompts: int = 4
     resume: str = "auto"  # "auto": continue from <run>/checkpoints/last.ckpt when it exists; "never"
     keep_checkpoints: int | None = None  # the N latest step_*.ckpt are kept (plus last.ckpt); null: all
+    wandb: bool = False  # replaced by the logger group; kept only to point old command lines there
     compile_teacher: bool = False  # torch.compile the teacher's no-grad calls (the K-step rollout)
     offload_frozen: bool = False  # VAE encoder and text encoders on CPU, on the GPU only while encoding
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -476,6 +477,8 @@ class TrainerConfig:
             )
         if not self.sample_nfe or any(n <= 0 for n in self.sample_nfe):
             raise ConfigError("trainer.sample_nfe", list(self.sample_nfe), "positive step counts")
+        if self.wandb:
+            raise ConfigError("trainer.wandb", True, "trackers are the logger group now: use logger=wandb")
         if self.keep_checkpoints is not None and self.keep_checkpoints <= 0:
             raise ConfigError("trainer.keep_checkpoints", self.keep_checkpoints,
                               "must be a positive integer (the latest N step checkpoints besides last.ckpt) "

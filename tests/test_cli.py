@@ -67,3 +67,8 @@ def test_debug_fast_finishes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     exports = list((runs / "debug").glob("*/*/export"))
     assert len(exports) == 1 and any(exports[0].glob("*.safetensors"))
+
+
+def test_the_old_wandb_switch_points_to_the_logger_group():
+    with pytest.raises(ConfigError, match="logger=wandb"):
+        validate(compose(["trainer.wandb=true"]))

@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.cli import sweep_points, swept_values
@@ -25,6 +26,10 @@ from flash_exp.training.completion import COMPLETE_FILE
 
 STATUS_FILE = "sweep_status.json"
 RUNNING, DONE, SKIPPED, FAILED = "running", "done", "skipped (up to date)", "failed"
+
+
+def _in_sweep(config: DictConfig) -> bool:
+    return config.hydra.mode == RunMode.MULTIRUN
 
 
 def _say(line: str) -> None:
@@ -149,12 +154,16 @@ class SweepProgress(Callback):
 
     # ------------------------------------------------------------------ the job's process
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _in_sweep(config):  # a single run has no sweep console, and keeps its directory clean
+            return
         job_dir = Path(str(config.hydra.runtime.output_dir))
         write_json_atomic(job_dir / STATUS_FILE, {"status": RUNNING, "started": time.time()})
         if self._watcher is not None:  # the basic launcher: the job runs in the launching process
             self._poll()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if not _in_sweep(config):
+            return
         job_dir = Path(str(config.hydra.runtime.output_dir))
         state = read_json(job_dir / STATUS_FILE) or {}
         started = float(state.get("started", time.time()))
