@@ -29,14 +29,21 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
 def training_fingerprint(cfg: TrainConfig) -> str:
-    """What decides the trained student: every key but the logger, the evaluation and the cadences."""
-    plain = asdict(cfg)
-    plain.pop("logger")
-    plain.pop("eval")
-    for key in UNSCORED_TRAINER_KEYS:
-        plain["trainer"].pop(key)
-    return _digest(plain)
+    """What decides the trained student: every key but the logger, the evaluation and the cadences.
+    Only values that differ from the schema's defaults count, so a new key with a default (a later
+    version of this code) does not make finished runs look out of date."""
+    skipped = ("logger.", "eval.", *(f"trainer.{key}" for key in UNSCORED_TRAINER_KEYS))
+    defaults = _flat(asdict(TrainConfig()))
+    values = {k: v for k, v in _flat(asdict(cfg)).items()
+              if not k.startswith(skipped) and (k not in defaults or defaults[k] != v)}
+    return _digest(values)
 
 
 def evaluation_fingerprint(cfg: TrainConfig) -> str:
