@@ -159,29 +159,27 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
-def sweep_jobs(args: list[str]) -> tuple[list[list[str]], bool]:
-    """The override list of every job, as Hydra's basic sweeper expands them (the file's
-    ``hydra.sweeper.params`` first, the command line after), and whether it is a sweep."""
+def sweep_jobs(args: list[str]) -> list[list[str]]:
+    """The override list of every job (one for a single run), as Hydra's basic sweeper expands them:
+    the file's ``hydra.sweeper.params`` first, the command line after."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(args)
     base = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
     multirun = str(base.hydra.mode) == "RunMode.MULTIRUN" or any(o.is_sweep_override() for o in parsed)
     if not multirun:
-        return [list(args)], False
-    return sweep_points(OmegaConf.to_container(base.hydra.sweeper.params) or {}, args), True
+        return [list(args)]
+    return sweep_points(OmegaConf.to_container(base.hydra.sweeper.params) or {}, args)
 
 
 def plan(args: list[str], gpu: str) -> list[JobPlan]:
-    jobs, _ = sweep_jobs(args)
-    out = []
-    for overrides in jobs:
-        composed = _compose(overrides)
-        out.append(plan_job(overrides, validate(composed), gpu))
-    return out
+    """Every job of the run or sweep that ``args`` describe, composed, validated and costed."""
+    return [plan_job(overrides, validate(_compose(overrides)), gpu) for overrides in sweep_jobs(args)]
 
 
 def format_table(jobs: list[JobPlan]) -> str:
+    """One row per job (swept values, batches, batch size, K and E[K - i] per phase, s/batch, GPU-h),
+    the total, and where the seconds come from."""
     lines = [f"{'job':>3}  {'swept':<36} {'batches':>8} {'B':>3}  {'K per phase':<14} "
              f"{'teacher calls/batch (2B each)':<30} {'s/batch':>8} {'GPU-h':>8}"]
     for i, (job, values) in enumerate(zip(jobs, swept_values([j.overrides for j in jobs]), strict=True)):
