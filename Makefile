@@ -42,7 +42,7 @@ ABLATIONS ?= fig5c_guidance_toy fig5d_losses fig5e_timesteps fig5f_distill_loss_
 ABLATION_ARGS ?= phases.iterations=[10,15,15,20] trainer.checkpoint_every=30 trainer.sample_every=60
 ablation: install
 	for name in $(ABLATIONS); do \
-	  $(PY) -m flash_exp.train -m +experiment=$$name $(ABLATION_ARGS) $(ARGS) || exit 1; \
+	  $(PY) -m flash_exp.train -m experiment=$$name $(ABLATION_ARGS) $(ARGS) || exit 1; \
 	done
 	$(PY) -m flash_exp.leaderboard
 

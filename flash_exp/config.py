@@ -441,11 +441,14 @@ class DataConfig:
     max_consecutive_rejects: int = 10_000  # stop the stream after this many rejected samples in a row
     # true: shard URLs "pipe:CMD" run CMD in a shell (webdataset's pipe: scheme); false refuses them
     allow_command_urls: bool = False
+    overfit_batches: int = 0  # > 0: train on the stream's first N batches, repeated (debug=overfit)
 
     def __post_init__(self) -> None:
         _one_of("data.kind", self.kind, DATA_KINDS)
         if self.batch_size <= 0:
             raise ConfigError("data.batch_size", self.batch_size, "must be a positive integer")
+        if self.overfit_batches < 0:
+            raise ConfigError("data.overfit_batches", self.overfit_batches, "must be >= 0 (0: no repetition)")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", self.num_workers, "must be >= 0")
         if self.kind == "folder":
@@ -518,7 +521,8 @@ class TrainerConfig:
     sample_nfe: list[int] = field(default_factory=lambda: [1, 2, 4])
     num_sample_prompts: int = 4
     resume: str = "auto"  # "auto": continue from <run>/checkpoints/last.ckpt when it exists; "never"
-    wandb: bool = False
+    keep_checkpoints: int | None = None  # the N latest step_*.ckpt are kept (plus last.ckpt); null: all
+    wandb: bool = False  # replaced by the logger group; kept only to point old command lines there
     compile_teacher: bool = False  # torch.compile the teacher's no-grad calls (the K-step rollout)
     offload_frozen: bool = False  # VAE encoder and text encoders on CPU, on the GPU only while encoding
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -540,6 +544,40 @@ class TrainerConfig:
             )
         if not self.sample_nfe or any(n <= 0 for n in self.sample_nfe):
             raise ConfigError("trainer.sample_nfe", list(self.sample_nfe), "positive step counts")
+        if self.wandb:
+            raise ConfigError("trainer.wandb", True, "trackers are the logger group now: use logger=wandb")
+        if self.keep_checkpoints is not None and self.keep_checkpoints <= 0:
+            raise ConfigError("trainer.keep_checkpoints", self.keep_checkpoints,
+                              "must be a positive integer (the latest N step checkpoints besides last.ckpt) "
+                              "or null (keep all)")
+
+
+# --------------------------------------------------------------------------------------------- logger
+# tracker name -> the pip package it needs (None: always available)
+TRACKER_PACKAGES: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb",
+                                           "mlflow": "mlflow"}
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment trackers (``conf/logger/``): metrics, hyper-parameters and the sample grids as images.
+    wandb and mlflow are not dependencies; choosing one that is not installed fails at validation."""
+
+    trackers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    project: str = "flash_exp"  # wandb project / MLflow experiment name
+    tracking_uri: str | None = None  # MLflow; null: file:<run dir>/mlruns
+    offline: bool = False  # wandb: write locally, sync later with `wandb sync`
+    log_images: bool = True  # send the sample grids to the trackers that take images
+
+    def __post_init__(self) -> None:
+        if not self.trackers:
+            raise ConfigError("logger.trackers", list(self.trackers), "name at least one tracker, e.g. [csv]")
+        for name in self.trackers:
+            _one_of("logger.trackers", name, tuple(TRACKER_PACKAGES))
+            package = TRACKER_PACKAGES[name]
+            if package is not None and importlib.util.find_spec(package) is None:
+                raise ConfigError("logger.trackers", name, f"needs the {package} package, which is not "
+                                  f"installed: pip install {package}, or choose another logger (csv, tensorboard)")
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -565,6 +603,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     run_name: str = "flash"
 

@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from flash_exp.metrics.results import iter_results, iter_statuses
-from flash_exp.metrics.runs import run_overrides
+from flash_exp.metrics.runs import CONFIG_FILE, run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_FILE = REPO / "eval" / "published.yaml"
@@ -39,7 +39,8 @@ HTML_FILE = "leaderboard.html"
 @dataclass
 class Row:
     """One measured result. ``fid``: FID; ``clip``: mean cosine CLIP score; ``rank``: 1-based among
-    rows of equal ``spec_hash`` (``of`` rows in that group)."""
+    comparable rows, those of equal ``spec_hash`` (benchmark protocol, sampler, NFE, guidance) and equal
+    ``steps`` (``of`` rows in that group)."""
 
     label: str
     sampler: str
@@ -53,6 +54,8 @@ class Row:
     sweep: str | None
     overrides: dict[str, str]
     restoration: dict[str, float | None] = field(default_factory=dict)  # conditional tasks' scores
+    steps: int | None = None  # data batches the student trained (None: a teacher, or no config)
+    legend: str = ""  # the short name in plot legends (default: the label)
     rank: int = 1
     of: int = 1
 
@@ -96,6 +99,27 @@ def _label(result: dict[str, Any], runs_dir: Path) -> str:
         return str(run)
 
 
+def trained_steps(run: Path) -> int | None:
+    """The data batches a run trained: ``trainer.max_steps``, else the sum of ``phases.iterations``."""
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    cfg = OmegaConf.load(path)
+    steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    iterations = OmegaConf.select(cfg, "phases.iterations", default=None)
+    if steps is None and iterations is not None:
+        steps = sum(int(n) for n in iterations)
+    return None if steps is None else int(steps)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _sorted_values(values: Iterable[str]) -> list[str]:
     unique = list(dict.fromkeys(values))
     try:
@@ -125,11 +149,19 @@ def _label_sweep_jobs(rows: Sequence[Row]) -> None:
     for row in rows:
         if row.sweep:
             by_sweep[row.sweep].append(row)
-    for jobs in by_sweep.values():
+    for sweep, jobs in by_sweep.items():
         keys = list(swept_axes(jobs))
         for row in jobs:
+            values = ", ".join(f"{k}={row.overrides.get(k, '(default)')}" for k in keys)
             if keys:
-                row.label += " (" + ", ".join(f"{k}={row.overrides.get(k, '(default)')}" for k in keys) + ")"
+                row.label += f" ({values})"
+            row.legend = f"{experiment_name(jobs, sweep)}: {values or Path(row.run).name}"
+
+
+def experiment_name(rows: Sequence[Row], sweep: str) -> str:
+    """The experiment a sweep ran (its ``experiment=`` override), else the sweep directory's name."""
+    names = {r.overrides.get("experiment") for r in rows} - {None}
+    return names.pop() if len(names) == 1 else f"sweep {Path(sweep).name}"
 
 
 def build_tables(results: Iterable[dict[str, Any]], runs_dir: Path) -> list[Table]:
@@ -145,15 +177,16 @@ def build_tables(results: Iterable[dict[str, Any]], runs_dir: Path) -> list[Tabl
         table = tables.setdefault((r["benchmark"], r["protocol_hash"]),
                                   Table(r["benchmark"], r["protocol_hash"], r["spec"]["protocol"]))
         overrides = run_overrides(Path(r["run"])) if r["sampler"] == "student" else {}
+        student = r["sampler"] == "student"
         table.rows.append(Row(_label(r, runs_dir), r["sampler"], int(r["nfe"]), float(r["guidance"]),
                               float(r["fid"]), float(r["clip_score"]), int(r["num_images"]), r["spec_hash"],
-                              r["run"], r.get("sweep") if r["sampler"] == "student" else None, overrides,
-                              dict(r.get("restoration") or {})))
+                              r["run"], r.get("sweep") if student else None, overrides,
+                              dict(r.get("restoration") or {}), trained_steps(Path(r["run"])) if student else None))
     for table in tables.values():
         _label_sweep_jobs(table.rows)
-        groups: dict[str, list[Row]] = defaultdict(list)
-        for row in table.rows:
-            groups[row.spec_hash].append(row)
+        groups: dict[tuple[str, int | None], list[Row]] = defaultdict(list)
+        for row in table.rows:  # a 60-step run is not ranked against a 600-step one
+            groups[(row.spec_hash, row.steps)].append(row)
         for rows in groups.values():
             for rank, row in enumerate(sorted(rows, key=lambda x: x.fid), start=1):
                 row.rank, row.of = rank, len(rows)
@@ -171,69 +204,119 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
-    """FID against NFE: one line per run (student), one per teacher, published anchors as stars."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _legend_outside(ax: Any, count: int) -> None:
+    """The legend to the right of the axes, in as many columns as it needs to stay within the figure."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              ncol=max(1, -(-count // 28)), frameon=False)
+
+
+def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
+    """FID and CLIP against NFE, side by side: one line per run (student), one per teacher (dashed),
+    published anchors as stars; the legend outside the plots."""
+    plt = _pyplot()
     from matplotlib.ticker import LogFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     lines: dict[tuple[str, float], list[Row]] = defaultdict(list)
     for row in table.rows:
-        lines[(row.label, row.guidance)].append(row)
+        lines[(row.legend or row.label, row.guidance)].append(row)
+    published = [a for a in anchors if a.fid is not None]
+    count = len(lines) + len({a.model for a in published})
+    fig, (ax_fid, ax_clip) = plt.subplots(1, 2, figsize=(12, max(4.2, 0.16 * count)))
+    # one colour per experiment (the legend's text before ":"), one marker per job inside it
+    colours, markers = plt.get_cmap("tab10").colors, "ov^sD<>pPX*h"
+    groups = list(dict.fromkeys(label.split(":")[0] for label, _ in sorted(lines)))
+    within: dict[str, int] = defaultdict(int)
     for (label, guidance), rows in sorted(lines.items()):
         rows = sorted(rows, key=lambda x: x.nfe)
         teacher = rows[0].sampler == "teacher"
-        ax.plot([r.nfe for r in rows], [r.fid for r in rows], "s--" if teacher else "o-",
-                label=f"{label} (CFG {guidance:g})" if teacher else label, alpha=0.8)
-    published = [a for a in anchors if a.fid is not None]
+        group = label.split(":")[0]
+        style = dict(color="black" if teacher else colours[groups.index(group) % len(colours)], alpha=0.85,
+                     linestyle="--" if teacher else "-", marker="s" if teacher else markers[within[group] % len(markers)],
+                     markersize=4, label=f"{label} (CFG {guidance:g})" if teacher else label)
+        within[group] += 1
+        ax_fid.plot([r.nfe for r in rows], [r.fid for r in rows], **style)
+        ax_clip.plot([r.nfe for r in rows], [r.clip for r in rows], **style)
     for model in dict.fromkeys(a.model for a in published):
         points = [(a.nfe, a.fid) for a in published if a.model == model]
-        ax.plot([x for x, _ in points], [y for _, y in points], "*", color="black", markersize=12,
-                label=f"published: {model}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    nfes = sorted({r.nfe for r in table.rows} | {a.nfe for a in anchors if a.fid is not None})
-    ax.set_xticks(nfes, [str(n) for n in nfes])
-    ax.set_xlabel("NFE (sampler steps)")
-    ax.set_ylabel("FID")
-    ax.set_title(f"{table.benchmark}: FID vs NFE")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+        ax_fid.plot([x for x, _ in points], [y for _, y in points], "*", color="black", markersize=12,
+                    label=f"published: {model}")
+    nfes = sorted({r.nfe for r in table.rows} | {a.nfe for a in published})
+    for ax, metric in ((ax_fid, "FID (lower is better)"), (ax_clip, "CLIP score (higher is better)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.set_xlabel("NFE (sampler steps)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    ax_fid.set_yscale("log")
+    ax_fid.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax_fid.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    fig.suptitle(f"{table.benchmark}: FID and CLIP vs NFE", fontsize=11)
+    _legend_outside(ax_clip, count)
     return _png(fig)
 
 
+def _axis_plot(ax: Any, rows: Sequence[Row], key: str, values: list[str], metric: str) -> None:
+    """``metric`` of ``rows`` against the swept ``key``: grouped bars (one per NFE) for categorical
+    values, lines for numeric ones; with several jobs per value (other axes vary), their mean."""
+    nfes = sorted({r.nfe for r in rows})
+    numeric = all(_is_number(v) for v in values)
+    width = 0.8 / len(nfes)
+    for i, nfe in enumerate(nfes):
+        means = []
+        for value in values:
+            scores = [getattr(r, metric) for r in rows if r.nfe == nfe and r.overrides.get(key, "(default)") == value]
+            means.append(sum(scores) / len(scores) if scores else float("nan"))
+        if numeric:
+            ax.plot([float(v) for v in values], means, "o-", label=f"{nfe} NFE")
+        else:
+            ax.bar([x + (i - (len(nfes) - 1) / 2) * width for x in range(len(values))], means, width,
+                   label=f"{nfe} NFE")
+    if numeric:
+        ax.set_xticks([float(v) for v in values], values, fontsize=8)
+    else:
+        ax.set_xticks(range(len(values)), values, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel("FID (lower is better)" if metric == "fid" else "CLIP score (higher is better)")
+    ax.grid(alpha=0.3, axis="y")
+    if metric == "clip":  # CLIP scores differ in the second decimal: the axis starts near the lowest
+        scores = [r.clip for r in rows]
+        low, high = min(scores), max(scores)
+        ax.set_ylim(low - 0.25 * (high - low or 0.05), high + 0.1 * (high - low or 0.05))
+
+
 def sweep_panels(table: Table, sweep: str) -> bytes | None:
-    """One panel per swept axis of ``sweep``: FID of each job against the axis value, one colour per
-    NFE, a line through the mean per value (None when nothing varies)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per swept axis of ``sweep``, FID and CLIP of its jobs against the axis values, one colour per NFE
+    (None when nothing varies). Titled by the experiment and the axis."""
+    plt = _pyplot()
     rows = [r for r in table.rows if r.sweep == sweep]
     axes_values = swept_axes(rows)
     if not axes_values:
         return None
-    fig, axes = plt.subplots(1, len(axes_values), figsize=(4.2 * len(axes_values), 3.6), squeeze=False)
-    for ax, (key, values) in zip(axes[0], axes_values.items(), strict=True):
-        for nfe in sorted({r.nfe for r in rows}):
-            points = [(values.index(r.overrides.get(key, "(default)")), r.fid) for r in rows if r.nfe == nfe]
-            means = [(x, sum(y for px, y in points if px == x) / sum(1 for px, _ in points if px == x))
-                     for x in sorted({x for x, _ in points})]
-            (line,) = ax.plot([x for x, _ in means], [y for _, y in means], "-", label=f"{nfe} NFE (mean)")
-            ax.scatter([x for x, _ in points], [y for _, y in points], s=18, alpha=0.6, color=line.get_color())
-        ax.set_xticks(range(len(values)), values, rotation=30, ha="right", fontsize=8)
-        ax.set_xlabel(key)
-        ax.set_ylabel("FID")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{table.benchmark} - sweep {Path(sweep).name}", fontsize=10)
+    fig, axes = plt.subplots(len(axes_values), 2, figsize=(11, 3.8 * len(axes_values)), squeeze=False)
+    for (ax_fid, ax_clip), (key, values) in zip(axes, axes_values.items(), strict=True):
+        _axis_plot(ax_fid, rows, key, values, "fid")
+        _axis_plot(ax_clip, rows, key, values, "clip")
+        ax_fid.set_title(f"{key}: FID", fontsize=9)
+        ax_clip.set_title(f"{key}: CLIP", fontsize=9)
+        _legend_outside(ax_clip, len({r.nfe for r in rows}))
+    fig.suptitle(sweep_title(table, sweep), fontsize=11)
+    fig.tight_layout()
     return _png(fig)
+
+
+def sweep_title(table: Table, sweep: str) -> str:
+    """``<experiment>: <swept axes> (<benchmark>)``."""
+    rows = [r for r in table.rows if r.sweep == sweep]
+    return f"{experiment_name(rows, sweep)}: {', '.join(swept_axes(rows)) or 'no swept axis'} ({table.benchmark})"
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -275,7 +358,7 @@ def _protocol_line(p: dict[str, Any], protocol_hash: str) -> str:
             f"prompts {p['prompt_set_sha256'][:12]}; protocol {protocol_hash[:12]}")
 
 
-COLUMNS = ("rank", "model", "sampler", "NFE", "CFG", "FID", "CLIP", "images", "spec")
+COLUMNS = ("rank", "model", "sampler", "steps", "NFE", "CFG", "FID", "CLIP", "images", "spec")
 ANCHOR_COLUMNS = ("model", "NFE", "FID", "CLIP", "source")
 RESTORATION_ORDER = ("psnr", "ssim", "lpips")  # then the task's condition scores, by name
 
@@ -287,13 +370,15 @@ def restoration_columns(table: Table) -> list[str]:
 
 
 def table_columns(table: Table) -> list[str]:
-    return [*COLUMNS[:7], *restoration_columns(table), *COLUMNS[7:]]
+    return [*COLUMNS[:8], *restoration_columns(table), *COLUMNS[8:]]
 
 
 def _cells(row: Row, restoration: Sequence[str] = ()) -> list[str]:
     scores = ["-" if row.restoration.get(n) is None else f"{row.restoration[n]:.4f}" for n in restoration]
-    return [f"{row.rank}/{row.of}", row.label, row.sampler, str(row.nfe), f"{row.guidance:g}", f"{row.fid:.3f}",
-            f"{row.clip:.4f}", *scores, str(row.num_images), row.spec_hash[:12]]
+    rank = f"{row.rank}/{row.of}" if row.of > 1 else "-"  # nothing comparable to rank against
+    return [rank, row.label, row.sampler, "-" if row.steps is None else str(row.steps), str(row.nfe),
+            f"{row.guidance:g}", f"{row.fid:.3f}", f"{row.clip:.4f}", *scores, str(row.num_images),
+            row.spec_hash[:12]]
 
 
 def _anchor_cells(a: Anchor) -> list[str]:
@@ -332,7 +417,8 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
             lines += _md_table(table_columns(table), (_cells(r, extra) for r in table.rows)) + [""]
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 header, body = sweep_summary(table, sweep)
-                lines += [f"### Sweep `{_sweep_title(sweep, runs_dir)}`", ""] + _md_table(header, body) + [""]
+                lines += [f"### {sweep_title(table, sweep)}", "", f"Sweep `{_sweep_title(sweep, runs_dir)}`", ""]
+                lines += _md_table(header, body) + [""]
         bench_anchors = [a for a in anchors if a.benchmark == bench]
         if bench_anchors:
             lines += ["Published anchors (not measured here; their protocol is not fully published):", ""]
@@ -347,7 +433,10 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
          "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:nth-child(2){text-align:left}"
          "th{background:#f3f3f3}.anchors td{color:#555;font-style:italic}.protocol{font-size:.85em;color:#444}"
-         "img{max-width:100%}")
+         "img{max-width:100%}summary{cursor:pointer;margin:.5em 0;color:#036}")
+
+
+FOLD_ROWS = 30  # an HTML results table longer than this starts folded
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -367,12 +456,17 @@ def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Se
             parts.append(f"<p class='protocol'>Protocol: "
                          f"{html.escape(_protocol_line(table.protocol, table.protocol_hash))}</p>")
             extra = restoration_columns(table)
-            parts.append(_html_table(table_columns(table), (_cells(r, extra) for r in table.rows)))
+            rows = _html_table(table_columns(table), (_cells(r, extra) for r in table.rows))
             parts.append(_img(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
+            # a long table (a 24-job grid has over 70 rows) folds below the plots instead of burying them
+            parts.append(rows if len(table.rows) <= FOLD_ROWS else
+                         f"<details><summary>all {len(table.rows)} results of this protocol</summary>{rows}</details>")
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 png = sweep_panels(table, sweep)
                 if png is not None:
-                    parts.append(f"<h3>Sweep {html.escape(sweep)}</h3>" + _img(png, f"sweep {sweep}"))
+                    parts.append(f"<h3>{html.escape(sweep_title(table, sweep))}</h3>"
+                                 f"<p class='protocol'>Sweep {html.escape(_sweep_title(sweep, runs_dir))}</p>"
+                                 + _img(png, f"sweep {sweep}"))
         if bench_anchors:
             parts.append("<p>Published anchors (not measured here; their protocol is not fully published):</p>")
             parts.append(_html_table(ANCHOR_COLUMNS, (_anchor_cells(a) for a in bench_anchors))

@@ -2,7 +2,8 @@
 
 The Flash LoRA and every extra LoRA are loaded as named adapters of one diffusers pipeline and mixed
 with ``set_adapters`` (training-free combination, as the paper shows). Image i of prompt p is drawn
-with the generator seeded ``seed``; files are ``<out>/<prompt index>_<seed>.png``.
+with the generator seeded ``seed``; files are ``<out>/<prompt index>_<seed>.png``, by default under the
+export directory (``<export>/samples``), never in the working directory.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 
 @hydra.main(config_path="../conf", config_name="sample", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from flash_exp.training.console import quiet_console
+
+    quiet_console()
     try:
         if cfg.export is None and cfg.run_dir is None:
             raise ValueError("give export=<export dir> or run_dir=<run dir>")
@@ -84,8 +88,9 @@ def main(cfg: DictConfig) -> None:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    paths = generate(pipe, prompts, list(cfg.seeds), int(cfg.nfe), backbone_cfg.resolution, Path(cfg.out))
-    print(f"wrote {len(paths)} images to {cfg.out}")
+    out = Path(cfg.out) if cfg.out else export_dir / "samples"
+    paths = generate(pipe, prompts, list(cfg.seeds), int(cfg.nfe), backbone_cfg.resolution, out)
+    print(f"wrote {len(paths)} images to {out}")
 
 
 if __name__ == "__main__":

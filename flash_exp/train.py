@@ -2,7 +2,7 @@
 
     python -m flash_exp.train                                  # the toy world on this machine
     python -m flash_exp.train backbone=sdxl trainer=gpu        # the paper's SDXL settings
-    python -m flash_exp.train -m +experiment=fig5d_losses hydra/launcher=slurm
+    python -m flash_exp.train -m experiment=fig5d_losses hydra/launcher=slurm
 
 On SLURM (``hydra/launcher=slurm``) each srun task is one rank; ``flash_exp.training.cluster`` checks
 the topology before any weight loads, checkpoints and requeues on preemption or time limit (the job
@@ -21,9 +21,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from flash_exp import plan
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
-from flash_exp.training import cluster
+from flash_exp.training import cluster, completion
 from flash_exp.training.run_lock import RunDirectoryLocked, run_lock
+from flash_exp.training.rundir import discard_unstarted
 
 log = logging.getLogger("flash_exp.train")
 
@@ -32,53 +34,6 @@ def run_directory() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path.cwd()
-
-
-def rows_before(text: str, step: int) -> str:
-    """The CSV ``text`` with only its rows logged before ``step`` (the header kept)."""
-    import csv
-    import io
-
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or "step" not in rows[0]:
-        return text
-    column = rows[0].index("step")
-    kept = [r for r in rows[1:] if column < len(r) and r[column] != "" and float(r[column]) < step]
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows([rows[0], *kept])
-    return out.getvalue()
-
-
-def continued_csv_logger_class(resume_step: int = 0):
-    """A CSVLogger that continues the ``metrics.csv`` of an earlier attempt of the same run (resume,
-    requeue) instead of deleting it, as Lightning's writer does when its directory is not empty. Rows
-    of steps from ``resume_step`` on are dropped: the resumed run logs them again, so each step is in
-    the file once."""
-    import csv
-    import io
-    import warnings
-
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.logger import rank_zero_experiment
-
-    class ContinuedCSVLogger(CSVLogger):
-        @property
-        @rank_zero_experiment
-        def experiment(self):
-            if self._experiment is not None:
-                return self._experiment
-            path = Path(self.log_dir) / "metrics.csv"
-            previous = rows_before(path.read_text(), resume_step) if path.is_file() else ""
-            with warnings.catch_warnings():  # its "previous log files will be deleted" no longer holds
-                warnings.filterwarnings("ignore", message="Experiment logs directory")
-                writer = super().experiment
-            if previous:
-                path.write_text(previous)
-                # the earlier header first: rows of both attempts share one set of columns
-                writer.metrics_keys = next(csv.reader(io.StringIO(previous)), [])
-            return writer
-
-    return ContinuedCSVLogger
 
 
 def resume_checkpoint(ckpt_dir: Path) -> str | None:
@@ -100,13 +55,16 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from flash_exp.export import export_student, latest_grid
     from flash_exp.training.checkpoints import checkpoint_step
+    from flash_exp.training.console import quiet_console
     from flash_exp.training.datamodule import FlashDataModule
+    from flash_exp.training.loggers import build_loggers
     from flash_exp.training.module import FlashModule
     from flash_exp.training.samples import SampleGridCallback
+
+    quiet_console()
 
     saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it for CLI runs; in-process runs need it too
     if not saved.is_file():
@@ -122,15 +80,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
     ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
     resume_step = checkpoint_step(ckpt_path) if ckpt_path else 0
-    loggers = [continued_csv_logger_class(resume_step)(run_dir, name="", version="")]
-    try:
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
-    except ModuleNotFoundError:
-        pass
-    if t.wandb:
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers.append(WandbLogger(save_dir=run_dir, name=cfg.run_name, id=run_dir.name, resume="allow"))
+    loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, resume_step)
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -144,10 +94,14 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         log_every_n_steps=t.log_every,
         enable_model_summary=False,
         callbacks=[
+            # keep_checkpoints: the N highest steps ("step" is always among the monitored values)
             ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:06d}", auto_insert_metric_name=False,
-                            every_n_train_steps=t.checkpoint_every, save_top_k=-1, save_last=True),
+                            every_n_train_steps=t.checkpoint_every, save_last=True,
+                            **({"save_top_k": t.keep_checkpoints, "monitor": "step", "mode": "max"}
+                               if t.keep_checkpoints else {"save_top_k": -1})),
             cluster.signal_checkpoint(ckpt_dir),
-            SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed),
+            SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed,
+                               to_trackers=cfg.logger.log_images),
             TQDMProgressBar(refresh_rate=max(1, t.log_every)),
         ],
     )
@@ -221,9 +175,16 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
     Hydra job that raised as completed. A signal-driven stop (SIGTERM, SIGINT, a requeue signal) saves
     ``last.ckpt``, leaves ``<run_dir>/INTERRUPTED`` and exits non-zero (128 + the signal number). An
-    evaluation error is recorded by the evaluation itself."""
+    evaluation error is recorded by the evaluation itself. A run already trained, exported and evaluated
+    with this very config is skipped before any model loads (a relaunched sweep costs nothing for its
+    finished jobs)."""
+    done = completion.up_to_date(cfg, run_dir)
+    if done:
+        log.info("%s: %s: skipped", run_dir, done)
+        return run_dir / "export"
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+    completion.clear(run_dir)
     cluster.clear_failure(run_dir)
     try:
         export_dir = train(cfg, run_dir)
@@ -232,8 +193,12 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
         raise
     except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's SIGTERMException is a SystemExit
         raise SystemExit(mark_interrupted(run_dir, stop, cfg.eval.benchmarks)) from None
-    if cfg.eval.after_train and getattr(rank_zero_only, "rank", 0) == 0:
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return export_dir
+    completion.mark_trained(cfg, run_dir, cfg.trainer.max_steps or sum(cfg.phases.iterations))
+    if cfg.eval.after_train:
         evaluate_run(cfg, run_dir)
+        completion.mark_evaluated(cfg, run_dir)
     return export_dir
 
 
@@ -246,6 +211,7 @@ def _multirun() -> bool:
 register_configs()
 register_resolvers()
 cluster.register_resolvers()
+plan.register_comment_resolver()  # the SLURM job comment
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -253,6 +219,7 @@ def main(cfg: DictConfig) -> None:
     # again here: a submitit job unpickles this function without running this module's top level
     register_resolvers()
     cluster.register_resolvers()
+    plan.register_comment_resolver()
     run_dir = run_directory()
     try:
         with run_lock(run_dir):  # before anything is written there: one live run per directory
@@ -269,12 +236,11 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
     try:
         typed = validate(cfg)
     except Exception as err:
-        single = isinstance(err, ConfigError) and not _multirun()
-        if single:
+        if isinstance(err, ConfigError) and not _multirun():
             print(f"error: {err}", file=sys.stderr)
-        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
-        if single:
+            discard_unstarted(run_dir)  # nothing ran: no run directory, no FAILED row on the leaderboard
             sys.exit(2)
+        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
         raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
     # the teacher's weights before torch and diffusers load: without network this fails in seconds; then
     # the values that need the teacher's config files (resolution, K, scheduler names), before its weights
@@ -287,10 +253,10 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
     except (TeacherNotFoundError, NotADirectoryError, ConfigError) as err:
         if not _multirun():
             print(f"error: {err}", file=sys.stderr, flush=True)
+            discard_unstarted(run_dir)
+            sys.exit(2)
         mark_failed(run_dir, err, list(typed.eval.benchmarks))
-        if _multirun():
-            raise
-        sys.exit(2)
+        raise
     try:
         run(typed, run_dir)
     except ConfigError as err:  # the cluster preflight; run() has marked the run failed
@@ -302,4 +268,7 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
+    from flash_exp.cli import normalise_overrides
+
+    sys.argv[1:] = normalise_overrides(sys.argv[1:])
     main()

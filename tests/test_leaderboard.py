@@ -83,7 +83,7 @@ def test_teacher_rows_shared_by_runs_appear_once_and_anchors_stay_apart(tmp_path
     measured, _, anchors = section.partition("Published anchors")
     assert "Flash SD" not in measured and "22.6" in anchors and "0.306" in anchors
     assert "12.27" in md.split("## coco2014_30k")[1].split("\n## ")[0]
-    assert "| r1 | student | 2 | 0 | 24.000 |" in measured
+    assert "| r1 | student | - | 2 | 0 | 24.000 |" in measured  # no config: steps unknown
     assert "FAILED: OOM" in md
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") == 1 and "http" not in page.replace("https://", "")
@@ -113,4 +113,30 @@ def test_a_sweep_gets_one_panel_per_swept_axis(tmp_path):
                                          ["l1", "[16,16,16,16]", "12.000", "13.000"],
                                          ["l2", "[32,32,32,32]", "13.000", "14.000"],
                                          ["l1", "[32,32,32,32]", "14.000", "15.000"]]
-    assert "### Sweep `sweeps/2025-01-01_00-00-00`" in md_path.read_text()
+    md = md_path.read_text()
+    assert "### sweep 2025-01-01_00-00-00: loss.distill.type, phases.k (toy)" in md
+    assert "Sweep `sweeps/2025-01-01_00-00-00`" in md
+
+
+def test_ranks_compare_runs_of_equal_steps_only_and_a_lone_row_has_no_rank(tmp_path):
+    runs = tmp_path / "runs"
+    for name, steps, fid in (("short", 60, 20.0), ("long", 600, 10.0), ("long2", 600, 12.0)):
+        write_result(runs / name, "toy", "student", 2, fid, overrides=[])
+        OmegaConf.save(OmegaConf.create({"trainer": {"max_steps": None}, "phases": {"iterations": [steps]}}),
+                       runs / name / ".hydra" / "config.yaml")
+    (table,) = build_tables(iter_results(runs), runs)
+    rows = {r.label: r for r in table.rows}
+    assert (rows["short"].steps, rows["short"].of) == (60, 1)
+    assert (rows["long"].rank, rows["long"].of, rows["long2"].rank) == (1, 2, 2)
+    md = write_leaderboard(runs, tmp_path / "board")[0].read_text()
+    assert "| - | short | student | 60 | 2 |" in md and "| 1/2 | long | student | 600 | 2 |" in md
+
+
+def test_sweep_panels_are_titled_by_experiment_and_axis(tmp_path):
+    sweep = tmp_path / "runs" / "sweeps" / "fig5g_gan_loss" / "toy-t2i" / "2025-01-01_00-00-00"
+    for job, gan in enumerate(("lsgan", "hinge", "wgan")):
+        write_result(sweep / str(job), "toy", "student", 1, 10.0 + job, sweep=sweep,
+                     overrides=["experiment=fig5g_gan_loss", f"loss.adversarial.type={gan}"])
+    md_path, html_path = write_leaderboard(tmp_path / "runs", tmp_path / "board")
+    title = "fig5g_gan_loss: loss.adversarial.type (toy)"
+    assert f"### {title}" in md_path.read_text() and title in html_path.read_text()

@@ -377,7 +377,7 @@ def test_experiment_is_a_multirun_whose_every_point_validates(name, tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     base = ["backbone=sd15", f"data.shards=[{tmp_path / 'x.tar'}]"]
-    cfg = _compose_with_hydra([f"+experiment={name}", *base])
+    cfg = _compose_with_hydra([f"experiment={name}", *base])
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.eval.after_train is True
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert len(params) == 1, params
@@ -388,7 +388,7 @@ def test_experiment_is_a_multirun_whose_every_point_validates(name, tmp_path):
     for backbone in BACKBONES:
         pinned = [f"backbone={backbone}", f"backbone.pretrained={tmp_path / 'teacher'}", base[1]]
         for value in points if backbone == "sd15" else points[-1:]:
-            typed = validate(compose([f"+experiment={name}", *pinned, f"{key}={value}"]))
+            typed = validate(compose([f"experiment={name}", *pinned, f"{key}={value}"]))
             assert typed.eval.after_train and typed.backbone.name == backbone
     if "toy" in name:
         assert "lpips" not in values
@@ -406,11 +406,13 @@ def _compose_with_hydra(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from flash_exp import plan
     from flash_exp.config import register_configs, register_resolvers
 
     register_configs()
     register_resolvers()
     cluster.register_resolvers()
+    plan.register_comment_resolver()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -428,5 +430,6 @@ def test_slurm_launcher_preset_sizes_the_job_from_the_trainer(trainer, gpus):
     assert (p["tasks_per_node"], p["nodes"], p["gpus_per_node"], p["partition"]) == (2, 3, gpus, "gpu")
     assert p["max_num_timeout"] > 0 and p["signal_delay_s"] > 0 and p["array_parallelism"] >= 1
     assert p["setup"] == ['test -z "$SLURM_CPUS_PER_TASK" || export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK']
+    assert "GPU-h" in p["comment"]  # the plan's estimate, visible in squeue
     local = instantiate(_compose_with_hydra(["hydra/launcher=local", "trainer=cpu"]).hydra.launcher)
     assert type(local).__name__ == "LocalLauncher" and local.params["gpus_per_node"] is None

@@ -4,13 +4,28 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from flash_exp.config import TrainConfig
 from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
 from flash_exp.tasks import build_sample_transform
+
+
+class RepeatedBatches(IterableDataset):
+    """The first ``count`` batches of ``stream``, repeated for ever (``data.overfit_batches``)."""
+
+    def __init__(self, stream: IterableDataset, count: int):
+        self.stream, self.count = stream, count
+
+    def __iter__(self) -> Iterator[dict]:
+        batches = list(itertools.islice(iter(self.stream), self.count))
+        for batch in itertools.cycle(batches):
+            yield dict(batch)  # a fresh dict: the step may add keys to the batch it gets
 
 
 class FlashDataModule(L.LightningDataModule):
@@ -37,6 +52,8 @@ class FlashDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         stream = self.stream(trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1)
+        if self.cfg.data.overfit_batches:  # the same batches on every attempt: nothing to skip on resume
+            return DataLoader(RepeatedBatches(stream, self.cfg.data.overfit_batches), batch_size=None)
         # on resume the restored step says how many batches this stream already delivered
         stream.start_batch = trainer.global_step if trainer else 0
         return DataLoader(stream, batch_size=None, num_workers=self.cfg.data.num_workers,

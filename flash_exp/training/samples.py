@@ -155,13 +155,22 @@ class SampleGridCallback(L.Callback):
     ``task.grid_shards`` (or the training shards) with their task inputs, fixed for the whole run.
     """
 
-    def __init__(self, directory: Path, prompts: list[str], nfe: list[int], every: int, seed: int):
+    def __init__(self, directory: Path, prompts: list[str], nfe: list[int], every: int, seed: int,
+                 to_trackers: bool = False):
         self.directory, self.prompts, self.nfe, self.every, self.seed = directory, prompts, nfe, every, seed
+        self.to_trackers = to_trackers  # also send each grid to the trainer's loggers that take images
         self._task_batch: dict | None = None
 
     @rank_zero_only
     def _write(self, pl_module: L.LightningModule, step: int) -> None:
         path = self.directory / f"step_{step:06d}.png"
+        self._draw(pl_module, path)
+        if self.to_trackers:
+            from flash_exp.training.loggers import log_grid
+
+            log_grid(pl_module.loggers, path, step)
+
+    def _draw(self, pl_module: L.LightningModule, path: Path) -> None:
         backbone, task = pl_module.backbone, getattr(pl_module, "task", None)
         with backbone.frozen_on_device():
             if task is not None and task.name != "t2i":

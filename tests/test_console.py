@@ -1,0 +1,27 @@
+"""The quiet console: known-harmless upstream noise is dropped, everything else still shows."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from flash_exp.training.console import LIGHTNING_LOGGERS, quiet_console
+
+
+def test_known_harmless_warnings_are_dropped_and_others_kept():
+    quiet_console()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("Found 478 module(s) in eval mode at the start of training.", UserWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("Using ModelCheckpoint with manual optimization and every_n_train_steps, but no "
+                      "pre-optimization state was saved.", UserWarning, stacklevel=1)
+        warnings.warn("something a user must read", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something a user must read"]
+
+
+def test_lightning_lines_reach_the_console_once():
+    import lightning.pytorch  # noqa: F401 (adds Lightning's own stderr handler)
+
+    quiet_console()
+    for name in LIGHTNING_LOGGERS:
+        assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
