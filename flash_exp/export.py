@@ -58,6 +58,7 @@ def recipe(cfg: TrainConfig, steps: int = 4) -> dict:
     b = cfg.backbone
     return {
         "base_model": b.pretrained,
+        "method": cfg.method.name,
         "family": b.family,
         "resolution": b.resolution,
         "scheduler": {"class": b.student_scheduler.name, "timestep_spacing": b.student_scheduler.timestep_spacing,
@@ -89,6 +90,7 @@ def model_card(cfg: TrainConfig, rec: dict, grid: str | None) -> str:
         "pipe.load_lora_weights('<this folder>')\n"
     )
     sched = rec["scheduler"]
+    extra = "".join(f", {k}={v!r}" for k, v in sched.items() if k not in ("class", "timestep_spacing"))
     lines = [
         f"# Flash Diffusion student of `{b.pretrained}`",
         "",
@@ -99,8 +101,9 @@ def model_card(cfg: TrainConfig, rec: dict, grid: str | None) -> str:
         "```python",
         load.rstrip("\n"),
         f"pipe.scheduler = diffusers.{sched['class']}.from_config(pipe.scheduler.config, "
-        f"timestep_spacing='{sched['timestep_spacing']}')" if b.family != "pixart" else
-        f"pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, timestep_spacing='{sched['timestep_spacing']}')",
+        f"timestep_spacing='{sched['timestep_spacing']}'{extra})" if b.family != "pixart" else
+        f"pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, timestep_spacing='{sched['timestep_spacing']}'"
+        f"{extra})",
         f"image = pipe('a prompt', num_inference_steps={rec['steps']}, guidance_scale=0.0).images[0]",
         "```",
         "",
