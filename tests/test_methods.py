@@ -245,3 +245,27 @@ def test_two_steps_train_export_and_reproduce_in_plain_diffusers(tmp_path, tiny_
     teacher = base(prompt=PROMPTS, num_inference_steps=4, guidance_scale=0.0, generator=gens, height=32, width=32,
                    output_type="pt").images
     assert (teacher - reference).abs().max().item() > 1e-4  # the LoRA is applied
+
+
+# ---------------------------------------------------------------------------------- leaderboard
+def test_methods_panel_shows_each_methods_scores_and_costs(tmp_path):
+    from types import SimpleNamespace
+
+    from flash_exp.metrics.methods_panel import methods_panel
+
+    rows = []
+    for method, evals in (("flash", 17.5), ("dmd2", 0.4)):
+        run = tmp_path / method
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"method:\n  name: {method}\n")
+        (run / "metrics.csv").write_text(f"step,cost/teacher_evals_per_batch,cost/wall_s\n9,{evals},12.0\n")
+        rows += [SimpleNamespace(sampler="student", run=str(run), nfe=n, fid=10.0 * n, clip=0.25, label=method,
+                                 guidance=0.0) for n in (1, 2, 4)]
+    rows.append(SimpleNamespace(sampler="teacher", run="", nfe=25, fid=3.0, clip=0.3, label="teacher", guidance=5.0))
+    header, body = methods_panel(rows)
+    assert header[:5] == ["method", "run", "FID 1", "FID 2", "FID 4"]
+    by_method = {r[0]: r for r in body}
+    assert by_method["dmd2"][2:5] == ["10.000", "20.000", "40.000"]
+    assert by_method["dmd2"][-2:] == ["0.40", "12"] and by_method["flash"][-2] == "17.50"
+    assert "25 NFE" in by_method["teacher"][1]
+    assert methods_panel([r for r in rows if "dmd2" not in r.run]) is None  # Flash alone: no panel

@@ -4,8 +4,9 @@ Flash, each data batch: one generator update, then one discriminator update that
 generator step's detached student sample and teacher features (one teacher rollout per batch). Only
 the distiller's first optimiser (the one it steps on every batch) goes through Lightning's step
 counter, so ``trainer.global_step`` counts data batches and ``phases.iterations`` /
-``trainer.max_steps`` are in data batches. ``cost/teacher_evals`` logs the teacher's batch-B
-evaluations of each batch (a 2B CFG call counts 2).
+``trainer.max_steps`` are in data batches. ``cost/teacher_evals_per_batch`` logs the running mean of
+the teacher's batch-B evaluations per data batch (a 2B CFG call counts 2), ``cost/wall_s`` the seconds
+since this process started fitting.
 
 Checkpoints hold only what trains (LoRA weights, discriminator head), the optimisers, the step, the
 method's random generator state and the data position; frozen base weights are reloaded from
@@ -15,6 +16,7 @@ method's random generator state and the data position; frozen base weights are r
 from __future__ import annotations
 
 import logging
+import time
 
 import lightning as L
 import torch
@@ -87,6 +89,7 @@ class FlashModule(L.LightningModule):
             self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.skipped_per_stream: dict[int, int] = {}
+        self.teacher_evals: list[float] = []  # per batch of this process, for the running mean logged
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -101,6 +104,7 @@ class FlashModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
+        self.fit_started = time.perf_counter()
         if self.cfg.trainer.offload_frozen and self.device.type != "cpu":
             self.backbone.offload_frozen(self.device)
 
@@ -126,7 +130,9 @@ class FlashModule(L.LightningModule):
 
         teacher_before = self.backbone.teacher_samples
         logs = self.distiller.train_step(z, cond, null, step, self.generator, self._update)
-        logs["cost/teacher_evals"] = (self.backbone.teacher_samples - teacher_before) / z.shape[0]
+        self.teacher_evals.append((self.backbone.teacher_samples - teacher_before) / z.shape[0])
+        logs["cost/teacher_evals_per_batch"] = sum(self.teacher_evals) / len(self.teacher_evals)
+        logs["cost/wall_s"] = time.perf_counter() - self.fit_started
 
         self.skipped_per_stream[int(batch["stream"])] = int(batch["skipped"])
         logs["data/skipped"] = float(sum(self.skipped_per_stream.values()))
