@@ -113,6 +113,10 @@ class DiffusersBackbone(Backbone):
         base.add_adapter(peft_lora_config(self.cfg))
         return base
 
+    def _add_lora(self, config: PeftLoraConfig, name: str) -> None:
+        """Add a further adapter ``name`` beside the student's (diffusers ``add_adapter``)."""
+        self.base_denoiser.add_adapter(config, adapter_name=name)
+
     @abc.abstractmethod
     def _load_text_encoders(self, path: str, kw: dict) -> None:
         """Load the family's tokenizers and frozen text encoders from the pipeline directory."""
@@ -189,7 +193,7 @@ class DiffusersBackbone(Backbone):
     def add_named_adapter(self, name: str) -> list[nn.Parameter]:
         config = peft_lora_config(self.cfg)
         config.init_lora_weights = True  # kaiming A, zero B: the adapter starts as the teacher
-        self.base_denoiser.add_adapter(config, adapter_name=name)
+        self._add_lora(config, name)
         params = [p for n, p in self.base_denoiser.named_parameters() if f".{name}." in n and "lora_" in n]
         for p in params:
             p.data = p.data.float()
