@@ -269,3 +269,25 @@ def test_methods_panel_shows_each_methods_scores_and_costs(tmp_path):
     assert by_method["dmd2"][-2:] == ["0.40", "12"] and by_method["flash"][-2] == "17.50"
     assert "25 NFE" in by_method["teacher"][1]
     assert methods_panel([r for r in rows if "dmd2" not in r.run]) is None  # Flash alone: no panel
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lcm", "dmd2"])
+def test_resume_ends_at_the_same_step_with_the_same_weights(tmp_path, tiny_sd_dir, method):
+    from flash_exp.train import train
+
+    shard = write_shard(tmp_path / "a.tar", solid_samples(8))
+
+    def cfg(steps: int):
+        return method_cfg(tiny_sd_dir, "sd15", f"method={method}", f"data.shards=[{shard}]",
+                          f"trainer.max_steps={steps}", *(["method.dmd2.fake_updates=2"] if method == "dmd2" else []))
+
+    train(cfg(4), tmp_path / "straight")
+    train(cfg(2), tmp_path / "resumed")
+    train(cfg(4), tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for r in ("straight", "resumed"))
+    assert a["global_step"] == b["global_step"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)

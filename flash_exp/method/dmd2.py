@@ -24,7 +24,6 @@ from flash_exp.method.distiller import guided_output
 from flash_exp.method.lcm import consistency_output
 from flash_exp.method.losses import dmd_loss
 from flash_exp.method.noise import NoiseSchedule
-from flash_exp.method.phases import PhaseSchedule
 
 FAKE_ADAPTER = "fake"
 
@@ -74,7 +73,6 @@ class DMD2Distiller(nn.Module):
         self.cfg = cfg
         self.settings = cfg.method.dmd2_settings()
         self.schedule: NoiseSchedule = backbone.schedule
-        self.phases = PhaseSchedule.from_config(cfg)  # only its length: the sum of phases.iterations
         self.student_params = backbone.trainable_parameters()
         self.fake_params = backbone.add_named_adapter(FAKE_ADAPTER)
         self.discriminator = (
@@ -178,7 +176,7 @@ class DMD2Distiller(nn.Module):
         loss)`` back-propagates and steps optimiser ``index`` (0: fake score, 1: generator)."""
         generator_turn = step % self.settings.fake_updates == 0
         x_t, t = self.generator_input(z, cond, generator)
-        logs: dict[str, float] = {"phase": float(self.phases.at(step).index)}
+        logs: dict[str, float] = {}
         with torch.set_grad_enabled(generator_turn):
             x0 = self.student_x0(x_t, t, cond)
         if generator_turn:

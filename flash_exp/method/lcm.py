@@ -18,7 +18,6 @@ from flash_exp.backbones.condition import Condition
 from flash_exp.config import TrainConfig
 from flash_exp.method.distiller import guided_output
 from flash_exp.method.noise import NoiseSchedule, boundary_condition_scalings
-from flash_exp.method.phases import PhaseSchedule
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -65,7 +64,6 @@ class LCMDistiller(nn.Module):
         self.cfg = cfg
         self.settings = cfg.method.lcm_settings()
         self.schedule = backbone.schedule
-        self.phases = PhaseSchedule.from_config(cfg)  # only its length: the sum of phases.iterations
         self.t_start, self.t_prev = solver_grid(self.schedule.num_train_timesteps, self.settings.num_ddim_timesteps)
         self.guidance_range = tuple(self.settings.guidance_range or cfg.backbone.guidance_range)
 
@@ -105,5 +103,4 @@ class LCMDistiller(nn.Module):
         loss, logs = self.loss(z, cond, null, generator)
         update(0, loss)
         logs["loss/generator"] = loss.item()
-        logs["phase"] = float(self.phases.at(step).index)
         return logs
