@@ -57,11 +57,10 @@ class Backbone(nn.Module, abc.ABC):
         self.cfg = cfg
         self.dtype = DTYPES[cfg.dtype]
         self._adapter_on: bool | str = True
-        # samples evaluated by the teacher / student / any other named adapter (DMD2's fake score);
-        # divided by the batch size B these are "batch-B evaluations" (a 2B CFG call counts 2)
+        # samples evaluated by the teacher / student denoiser (not by another named adapter); divided
+        # by the batch size B these are "batch-B evaluations" (a 2B CFG call counts 2)
         self.teacher_samples = 0
         self.student_samples = 0
-        self.other_adapter_samples = 0
         self._compiled_forward = None  # set by compile_teacher
         self._offload_to: torch.device | None = None  # set by offload_frozen
         self._frozen_visits = 0  # open frozen_on_device blocks
@@ -180,8 +179,6 @@ class Backbone(nn.Module, abc.ABC):
             self.student_samples += x_t.shape[0]
         elif self._adapter_on is False:
             self.teacher_samples += x_t.shape[0]
-        else:
-            self.other_adapter_samples += x_t.shape[0]
         x = x_t if cond.concat is None else torch.cat([x_t, cond.concat.to(x_t)], dim=1)
         t = t.reshape(-1).expand(x_t.shape[0]) if t.numel() == 1 else t
         forward = self._forward_denoiser
