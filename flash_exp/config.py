@@ -421,6 +421,109 @@ class PhasesConfig:
                 raise ConfigError(f"phases.iterations[{i}]", n, "must be a positive integer")
 
 
+# --------------------------------------------------------------------------------------------- method
+METHODS = ("flash", "lcm", "dmd2")
+LCM_LOSSES = ("huber", "l2")
+DIFFUSION_FAMILIES = ("sd", "sdxl", "pixart")
+
+
+@dataclass
+class LCMConfig:
+    """Latent consistency distillation (``method=lcm``), as the diffusers LCM-LoRA scripts.
+
+    ``guidance_range``: the teacher's CFG scale w, drawn per sample, in this project's convention
+    out_null + w * (out_cond - out_null) (the scripts' w is ours minus 1); null: ``backbone.guidance_range``.
+    """
+
+    num_ddim_timesteps: int = 50  # the skipping-step solver's grid: every (T / 50)-th training timestep
+    guidance_range: list[float] | None = None
+    loss: str = "huber"
+    huber_c: float = 0.001
+
+    def check(self) -> None:
+        if self.num_ddim_timesteps <= 0 or 1000 % self.num_ddim_timesteps:
+            raise ConfigError("method.lcm.num_ddim_timesteps", self.num_ddim_timesteps, "must divide 1000")
+        if self.guidance_range is not None and (
+            len(self.guidance_range) != 2 or not 0 <= self.guidance_range[0] <= self.guidance_range[1]
+        ):
+            raise ConfigError("method.lcm.guidance_range", list(self.guidance_range),
+                              "must be null or [min, max] with 0 <= min <= max")
+        _one_of("method.lcm.loss", self.loss, LCM_LOSSES)
+        _positive("method.lcm.huber_c", self.huber_c)
+
+
+@dataclass
+class DMD2Config:
+    """DMD2 (``method=dmd2``), as tianweiy/DMD2: a fake score (a second LoRA on the same base) trained
+    with the denoising loss on the student's samples, the distribution-matching gradient with the
+    teacher's CFG score as real, and a GAN head on the fake score's features.
+
+    ``num_denoising_step``: the student's fixed timesteps are its scheduler's at this many steps (the
+    LCMScheduler with ``original_inference_steps=1000``: 999, 749, 499, 249 for 4). ``real_guidance``:
+    the teacher's CFG scale of the real score (null: ``backbone.teacher_sampling.guidance``).
+    ``fake_updates``: fake-score updates per generator update (DMD2's ``dfake_gen_update_ratio``).
+    """
+
+    num_denoising_step: int = 4
+    backward_simulation: bool = True
+    real_guidance: float | None = None
+    fake_updates: int = 5
+    min_timestep: int = 20  # DMD2's min_step_percent 0.02
+    max_timestep: int = 980  # and max_step_percent 0.98
+    gan: bool = True
+    gen_gan_weight: float = 1e-3  # DMD2's gen_cls_loss_weight (SD1.5)
+    fake_gan_weight: float = 1e-2  # DMD2's guidance_cls_loss_weight
+
+    def check(self) -> None:
+        if self.num_denoising_step <= 0:
+            raise ConfigError("method.dmd2.num_denoising_step", self.num_denoising_step, "must be a positive integer")
+        if self.real_guidance is not None and self.real_guidance < 0:
+            raise ConfigError("method.dmd2.real_guidance", self.real_guidance, "must be null or >= 0")
+        if self.fake_updates <= 0:
+            raise ConfigError("method.dmd2.fake_updates", self.fake_updates, "must be a positive integer")
+        if not 0 <= self.min_timestep <= self.max_timestep < 1000:
+            raise ConfigError("method.dmd2.min_timestep/max_timestep", [self.min_timestep, self.max_timestep],
+                              "need 0 <= min <= max <= 999")
+        for key in ("gen_gan_weight", "fake_gan_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"method.dmd2.{key}", getattr(self, key), "must be >= 0")
+
+
+@dataclass
+class MethodConfig:
+    """The distillation method (``conf/method/<name>.yaml``). Flash's own settings are the ``loss``,
+    ``timesteps`` and ``phases`` groups; ``lcm`` and ``dmd2`` carry theirs in ``method.lcm`` and
+    ``method.dmd2`` (see :class:`LCMConfig`, :class:`DMD2Config`). A setting of a method other than
+    ``name``, or a key its section does not have, is rejected."""
+
+    name: str = "flash"
+    lcm: dict[str, Any] = field(default_factory=dict)
+    dmd2: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _one_of("method.name", self.name, METHODS)
+        for other, schema in (("lcm", LCMConfig), ("dmd2", DMD2Config)):
+            section = getattr(self, other)
+            if other != self.name and section:
+                mine = f"method.{self.name}.*" if self.name != "flash" else "the loss, timesteps and phases groups"
+                raise ConfigError(f"method.{other}.{next(iter(section))}", section[next(iter(section))],
+                                  f"is a setting of method={other}; method={self.name} takes {mine}")
+            unknown = sorted(set(section) - set(schema.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"method.{other}.{unknown[0]}", section[unknown[0]],
+                                  f"method={other} has the settings {', '.join(schema.__dataclass_fields__)}")
+        if self.name == "lcm":
+            self.lcm_settings().check()
+        if self.name == "dmd2":
+            self.dmd2_settings().check()
+
+    def lcm_settings(self) -> LCMConfig:
+        return LCMConfig(**self.lcm)
+
+    def dmd2_settings(self) -> DMD2Config:
+        return DMD2Config(**self.dmd2)
+
+
 # --------------------------------------------------------------------------------------------- data
 @dataclass
 class DataConfig:
@@ -598,6 +701,7 @@ class TrainConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     timesteps: TimestepsConfig = field(default_factory=TimestepsConfig)
     phases: PhasesConfig = field(default_factory=PhasesConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -649,6 +753,9 @@ class TrainConfig:
             raise ConfigError("task.grid_shards", [], f"task={self.task.name} on data=folder needs the held-out "
                               "conditions of its sample grids as shards (python -m flash_exp.data.make_shards)")
         refuse_command_urls("task.grid_shards", self.task.grid_shards, self.data.allow_command_urls)
+        if self.method.name != "flash" and self.backbone.family not in DIFFUSION_FAMILIES:
+            raise ConfigError("method", self.method.name, f"runs on the diffusion families "
+                              f"{', '.join(DIFFUSION_FAMILIES)}, not {self.backbone.family!r}; use method=flash")
         if self.task.name == "adapter_canny" and not self.task.adapter.pretrained:
             raise ConfigError("task.adapter.pretrained", self.task.adapter.pretrained,
                               "adapter_canny needs a T2IAdapter (hub id or local directory)")

@@ -108,6 +108,7 @@ def recipe(cfg: TrainConfig, modules: int, steps: int = 4) -> dict:
     b = cfg.backbone
     return {
         "base_model": b.pretrained,
+        "method": cfg.method.name,
         "family": b.family,
         "resolution": b.resolution,
         "scheduler": {"class": b.student_scheduler.name, "timestep_spacing": b.student_scheduler.timestep_spacing,

@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from flash_exp.metrics.methods_panel import methods_panel
 from flash_exp.metrics.results import iter_results, iter_statuses
 from flash_exp.metrics.runs import CONFIG_FILE, run_overrides
 
@@ -419,6 +420,9 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
                 header, body = sweep_summary(table, sweep)
                 lines += [f"### {sweep_title(table, sweep)}", "", f"Sweep `{_sweep_title(sweep, runs_dir)}`", ""]
                 lines += _md_table(header, body) + [""]
+            panel = methods_panel(table.rows)
+            if panel is not None:
+                lines += ["### Methods", ""] + _md_table(*panel) + [""]
         bench_anchors = [a for a in anchors if a.benchmark == bench]
         if bench_anchors:
             lines += ["Published anchors (not measured here; their protocol is not fully published):", ""]

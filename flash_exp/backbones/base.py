@@ -65,9 +65,9 @@ class Backbone(nn.Module, abc.ABC):
         super().__init__()
         self.cfg = cfg
         self.dtype = DTYPES[cfg.dtype]
-        self._adapter_on = True
-        # samples evaluated by the teacher / student denoiser; divided by the batch size B these are
-        # "batch-B evaluations" (a 2B CFG call counts 2)
+        self._adapter_on: bool | str = True
+        # samples evaluated by the teacher / student denoiser (not by another named adapter); divided
+        # by the batch size B these are "batch-B evaluations" (a 2B CFG call counts 2)
         self.teacher_samples = 0
         self.student_samples = 0
         self._compiled_forward = None  # set by compile_teacher
@@ -151,7 +151,12 @@ class Backbone(nn.Module, abc.ABC):
         """Raw denoiser output for model input x (latents with the condition's channels)."""
 
     @abc.abstractmethod
-    def _set_adapter(self, enabled: bool) -> None: ...
+    def _set_adapter(self, enabled: bool | str) -> None: ...
+
+    def add_named_adapter(self, name: str) -> list[nn.Parameter]:
+        """A second LoRA on the same base (same rank and targets, zero-initialised up-projection, so it
+        starts as the teacher), selected with ``adapter(name)``; returns its parameters."""
+        raise ValueError(f"backbone family {self.cfg.family!r} has no named adapters")
 
     @abc.abstractmethod
     def feature_module(self) -> nn.Module:
@@ -163,8 +168,9 @@ class Backbone(nn.Module, abc.ABC):
         ``feature_module``'s output, or the latents' shape with ``discriminator.input=output``."""
 
     @contextlib.contextmanager
-    def adapter(self, enabled: bool) -> Iterator[None]:
-        """Run the denoiser as the student (LoRA on) or the teacher (LoRA off) inside the block."""
+    def adapter(self, enabled: bool | str) -> Iterator[None]:
+        """Run the denoiser as the student (True: LoRA on), the teacher (False: LoRA off) or the adapter
+        added by :meth:`add_named_adapter` under that name, inside the block."""
         previous = self._adapter_on
         if previous != enabled:
             self._set_adapter(enabled)
@@ -178,9 +184,9 @@ class Backbone(nn.Module, abc.ABC):
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Raw output (eps, v or flow velocity) at (x_t, t) of the student or teacher, per :meth:`adapter`."""
-        if self._adapter_on:
+        if self._adapter_on is True:
             self.student_samples += x_t.shape[0]
-        else:
+        elif self._adapter_on is False:
             self.teacher_samples += x_t.shape[0]
         x = x_t if cond.concat is None else torch.cat([x_t, cond.concat.to(x_t)], dim=1)
         t = t.reshape(-1).expand(x_t.shape[0]) if t.numel() == 1 else t
@@ -189,16 +195,18 @@ class Backbone(nn.Module, abc.ABC):
             forward = self._compiled_forward
         return forward(x.to(self.dtype), t, cond).to(x_t.dtype)
 
-    def teacher_features(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
+    def teacher_features(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition,
+                         adapter: bool | str = False) -> torch.Tensor:
         """The discriminator's input from the teacher (LoRA off) at (x_t, t), conditional branch.
 
         ``discriminator.input=features``: the output of :meth:`feature_module`, the forward pass stopping
         at that block; ``output``: the teacher's prediction (B, C, h, w). Gradients flow to x_t, not to
-        the frozen weights.
+        the frozen weights. ``adapter`` names another denoiser (see :meth:`adapter`) to read instead:
+        DMD2's GAN head reads the fake score's features, and trains that adapter through them.
         """
         keep = self._checkpointing_off() if torch.is_grad_enabled() else contextlib.nullcontext()
         if self.cfg.discriminator.input == "output":
-            with self.adapter(False), keep:
+            with self.adapter(adapter), keep:
                 return self.denoise(x_t, t, cond)
 
         def stop(_module, _inputs, output):
@@ -206,7 +214,7 @@ class Backbone(nn.Module, abc.ABC):
 
         handle = self.feature_module().register_forward_hook(stop)
         try:
-            with self.adapter(False), keep:
+            with self.adapter(adapter), keep:
                 self.denoise(x_t, t, cond)
         except FeaturesReady as ready:
             return ready.features

@@ -26,6 +26,8 @@ from flash_exp.backbones.lora_files import (
 from flash_exp.config import BackboneConfig
 from flash_exp.method.noise import NoiseSchedule
 
+STUDENT_ADAPTER = "default"  # peft's name of the student's adapter (the one exported)
+
 
 def peft_lora_config(cfg: BackboneConfig) -> PeftLoraConfig:
     """The student's adapter; alpha is always written out (never peft's silent default)."""
@@ -93,6 +95,7 @@ class DiffusersBackbone(Backbone):
             if p.requires_grad:
                 p.data = p.data.float()
         self._lora_layers = lora_layers(base)
+        self._named_adapter_params: list[nn.Parameter] = []
         if cfg.gradient_checkpointing:
             base.enable_gradient_checkpointing()
 
@@ -119,6 +122,10 @@ class DiffusersBackbone(Backbone):
         """Add the student's LoRA to ``base`` (diffusers ``add_adapter``); returns the trained module."""
         base.add_adapter(peft_lora_config(self.cfg))
         return base
+
+    def _add_lora(self, config: PeftLoraConfig, name: str) -> None:
+        """Add a further adapter ``name`` beside the student's (diffusers ``add_adapter``)."""
+        self.base_denoiser.add_adapter(config, adapter_name=name)
 
     @abc.abstractmethod
     def _load_text_encoders(self, path: str, kw: dict) -> None:
@@ -180,9 +187,30 @@ class DiffusersBackbone(Backbone):
         return int(self.base_denoiser.config.in_channels) - int(self.vae.config.latent_channels)
 
     # ------------------------------------------------------------------ denoiser
-    def _set_adapter(self, enabled: bool) -> None:
+    def _set_adapter(self, enabled: bool | str) -> None:
+        if not self._named_adapter_params:
+            for layer in self._lora_layers:
+                layer.enable_adapters(enabled)
+            return
         for layer in self._lora_layers:
-            layer.enable_adapters(enabled)
+            if enabled is not False:
+                layer.set_adapter(STUDENT_ADAPTER if enabled is True else enabled)
+            layer.enable_adapters(enabled is not False)
+        # peft's set_adapter freezes the inactive adapters: every adapter keeps training
+        for p in self._named_adapter_params:
+            p.requires_grad_(True)
+
+    def add_named_adapter(self, name: str) -> list[nn.Parameter]:
+        config = peft_lora_config(self.cfg)
+        config.init_lora_weights = True  # kaiming A, zero B: the adapter starts as the teacher
+        self._add_lora(config, name)
+        params = [p for n, p in self.base_denoiser.named_parameters() if f".{name}." in n and "lora_" in n]
+        for p in params:
+            p.data = p.data.float()
+        student = [p for n, p in self.base_denoiser.named_parameters() if f".{STUDENT_ADAPTER}." in n and "lora_" in n]
+        self._named_adapter_params = student + params
+        self._set_adapter(self._adapter_on)  # diffusers' add_adapter made the new adapter the active one
+        return params
 
     def feature_module(self) -> nn.Module:
         return self.base_denoiser.get_submodule(self.cfg.discriminator.feature_module)

@@ -67,6 +67,9 @@ class PixArtBackbone(TransformerBackbone):
         self.peft_model = get_peft_model(base, peft_lora_config(self.cfg))
         return self.peft_model
 
+    def _add_lora(self, config, name: str) -> None:
+        self.peft_model.add_adapter(name, config)
+
     @property
     def learned_sigma(self) -> bool:
         return self.transformer.config.out_channels == 2 * self.vae.config.latent_channels
@@ -124,7 +127,7 @@ class PixArtBackbone(TransformerBackbone):
     def export(self, directory: Path) -> Path:
         """A PEFT adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.peft_model.save_pretrained(str(directory), safe_serialization=True)
+        self.peft_model.save_pretrained(str(directory), safe_serialization=True, selected_adapters=["default"])
         return directory / PEFT_FILE
 
     @classmethod

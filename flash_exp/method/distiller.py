@@ -230,3 +230,29 @@ class FlashDistiller(nn.Module):
             c = self.cfg.loss.adversarial.wgan_clip
             for p in self.discriminator.parameters():
                 p.data.clamp_(-c, c)
+
+    # ------------------------------------------------------------------ one batch
+    def optimizer_groups(self) -> list[tuple[list[nn.Parameter], float, bool]]:
+        """(parameters, learning rate, gradient clipping) per optimiser: the student (counts data
+        batches), then the discriminator head when there is one."""
+        o = self.cfg.trainer.optim
+        groups = [(self.backbone.trainable_parameters(), o.lr, True)]
+        if self.discriminator is not None:
+            groups.append((list(self.discriminator.parameters()), o.lr_discriminator, False))
+        return groups
+
+    def train_step(self, z: torch.Tensor, cond: Condition, null: Condition, step: int,
+                   generator: torch.Generator, update) -> dict[str, float]:
+        """The generator update, then the discriminator update on the same batch's cache;
+        ``update(index, loss, logs)`` back-propagates and steps optimiser ``index`` (``logs``: the
+        loss terms, named if the loss is not finite)."""
+        loss, logs, disc_inputs = self.generator_loss(z, cond, null, step, generator)
+        update(0, loss, logs)
+        phase = self.phases.at(step)
+        train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
+        if self.discriminator is not None and disc_inputs is not None and train_disc:
+            d_loss, d_logs = self.discriminator_loss(disc_inputs)
+            update(1, d_loss, d_logs)
+            self.clip_discriminator()
+            logs.update(d_logs)
+        return logs

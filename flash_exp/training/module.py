@@ -1,9 +1,12 @@
-"""The LightningModule: manual optimisation of the student (generator) and the discriminator head.
+"""The LightningModule: manual optimisation of the method's distiller (``method=flash|lcm|dmd2``).
 
-Each data batch: one generator update, then one discriminator update that reuses the generator
-step's detached student sample and teacher features (one teacher rollout per batch). Only the
-generator optimiser goes through Lightning's step counter, so ``trainer.global_step`` counts data
-batches and ``phases.iterations`` / ``trainer.max_steps`` are in data batches.
+Flash, each data batch: one generator update, then one discriminator update that reuses the
+generator step's detached student sample and teacher features (one teacher rollout per batch). Only
+the distiller's first optimiser (the one it steps on every batch) goes through Lightning's step
+counter, so ``trainer.global_step`` counts data batches and ``phases.iterations`` /
+``trainer.max_steps`` are in data batches. ``cost/teacher_evals_per_batch`` logs the running mean of
+the teacher's batch-B evaluations per data batch (a 2B CFG call counts 2), ``cost/wall_s`` the seconds
+since this process started fitting.
 
 Checkpoints hold only what trains (LoRA weights, discriminator head), the optimisers, the step, the
 method's random generator state and the data position; frozen base weights are reloaded from
@@ -14,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import lightning as L
 import torch
 
 from flash_exp.backbones import build_backbone
 from flash_exp.config import EIGHT_BIT_MISSING, TrainConfig
-from flash_exp.method.distiller import FlashDistiller
+from flash_exp.method import build_distiller
 from flash_exp.tasks import build_task
 from flash_exp.training.checkpoints import shape_mismatch
 
@@ -86,78 +90,79 @@ class FlashModule(L.LightningModule):
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
         self.task = build_task(cfg.task)
-        lpips = build_lpips(cfg.loss.distill.lpips_weights) if cfg.loss.distill.type == "lpips" else None
-        self.distiller = FlashDistiller(self.backbone, cfg, lpips)
+        flash_lpips = cfg.method.name == "flash" and cfg.loss.distill.type == "lpips"
+        lpips = build_lpips(cfg.loss.distill.lpips_weights) if flash_lpips else None
+        self.distiller = build_distiller(self.backbone, cfg, lpips)
         if cfg.trainer.compile_teacher:
             self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
+        self.teacher_evals: list[float] = []  # per batch of this process, for the running mean logged
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         o = self.cfg.trainer.optim
         opt_cls = adamw_class(o.eight_bit)
-        student = opt_cls(self.backbone.trainable_parameters(), lr=o.lr, betas=tuple(o.betas),
-                          weight_decay=o.weight_decay)
-        if self.distiller.discriminator is None:
-            return student
-        disc = opt_cls(self.distiller.discriminator.parameters(), lr=o.lr_discriminator,
-                       betas=tuple(o.betas), weight_decay=o.weight_decay)
-        return [student, disc]
+        optimizers = [opt_cls(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+                      for params, lr, _ in self.distiller.optimizer_groups()]
+        return optimizers[0] if len(optimizers) == 1 else optimizers
 
     def setup(self, stage: str) -> None:
         self.generator.manual_seed(self.cfg.seed + 1000 * self.global_rank)
 
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
+        self.fit_started = time.perf_counter()
         if self.cfg.trainer.offload_frozen and self.device.type != "cpu":
             self.backbone.offload_frozen(self.device)
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def _update(self, index: int, loss: torch.Tensor, logs: dict[str, float]) -> None:
+        """Back-propagate ``loss`` into optimiser ``index`` of the distiller and step it; a non-finite
+        ``loss`` stops training before the update (``logs``: its terms, to name the one at fault)."""
+        self.stop_if_non_finite(float(loss.detach()), logs, self.global_step)
         optimizers = self.optimizers()
-        opt_g, opt_d = optimizers if isinstance(optimizers, list) else (optimizers, None)
+        opt = optimizers[index] if isinstance(optimizers, list) else optimizers
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        clip = self.distiller.optimizer_groups()[index][2]
+        if clip and self.cfg.trainer.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.cfg.trainer.gradient_clip_val)
+        if index == 0:
+            opt.step()
+        else:  # the raw optimiser: Lightning's step counter must count data batches, not updates
+            opt.optimizer.step()
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
         step = self.global_step
         prepared = self.task.prepare(batch, self.backbone)
         z, cond = prepared.latents, prepared.condition
         null = prepared.null_condition
 
-        loss, logs, disc_inputs = self.distiller.generator_loss(z, cond, null, step, self.generator)
-        self.stop_if_non_finite(logs, "loss/generator", step)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.cfg.trainer.gradient_clip_val:
-            self.clip_gradients(opt_g, gradient_clip_val=self.cfg.trainer.gradient_clip_val)
-        opt_g.step()
-
-        phase = self.distiller.phases.at(step)
-        train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
-        if opt_d is not None and disc_inputs is not None and train_disc:
-            d_loss, d_logs = self.distiller.discriminator_loss(disc_inputs)
-            self.stop_if_non_finite(d_logs, "loss/discriminator", step)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            # the raw optimiser: Lightning's step counter must count data batches, not updates
-            opt_d.optimizer.step()
-            self.distiller.clip_discriminator()
-            logs.update(d_logs)
+        teacher_before = self.backbone.teacher_samples
+        logs = self.distiller.train_step(z, cond, null, step, self.generator, self._update)
+        self.teacher_evals.append((self.backbone.teacher_samples - teacher_before) / z.shape[0])
+        logs["cost/teacher_evals_per_batch"] = sum(self.teacher_evals) / len(self.teacher_evals)
+        logs["cost/wall_s"] = time.perf_counter() - self.fit_started
 
         self.data_counts[int(batch["stream"])] = {k: int(batch[k]) for k in DATA_COUNTS if k in batch}
         logs.update({f"data/{k}": float(v) for k, v in self.data_totals().items()})
         shown = {"loss/generator", "phase"}
         self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
-        self.log_dict({k: logs[k] for k in shown}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+        self.log_dict({k: logs[k] for k in shown if k in logs}, prog_bar=True, on_step=True, batch_size=z.shape[0])
 
-    def stop_if_non_finite(self, logs: dict[str, float], total: str, step: int) -> None:
-        """Raise :class:`NonFiniteLossError` before the update when ``logs[total]`` is NaN or infinite,
-        naming the step, the phase and the loss terms that went non-finite; the last checkpoint stays
-        the last good one (nothing is saved on an error)."""
-        if math.isfinite(logs[total]):
+    def stop_if_non_finite(self, total: float, logs: dict[str, float], step: int) -> None:
+        """Raise :class:`NonFiniteLossError` before the update when the loss ``total`` is NaN or infinite,
+        naming the step, the phase and the loss terms of ``logs`` that went non-finite; the last checkpoint
+        stays the last good one (nothing is saved on an error)."""
+        if math.isfinite(total):
             return
-        terms = [k for k, v in logs.items() if k.startswith("loss/") and k != total and not math.isfinite(v)]
-        phase = self.distiller.phases.at(step)
-        named = ", ".join(f"{k}={logs[k]}" for k in terms or [total])
+        terms = [k for k, v in logs.items() if k.startswith("loss/") and not math.isfinite(v)]
+        named = ", ".join(f"{k}={logs[k]}" for k in terms) or f"the loss = {total}"
+        phases = getattr(self.distiller, "phases", None)  # Flash's; LCM and DMD2 have no phases
+        where = f", phase {phases.at(step).name!r} (index {phases.at(step).index}, K={phases.at(step).k})" \
+            if phases is not None else f" ({self.cfg.method.name})"
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}, phase {phase.name!r} (index {phase.index}, K={phase.k}): {named}. "
+            f"non-finite loss at step {step}{where}: {named}. "
             "Training stopped before this update; checkpoints/ holds the last good state")
 
     def data_totals(self) -> dict[str, int]:
