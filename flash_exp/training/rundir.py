@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-# what Hydra writes into a run directory before the task function runs
-HYDRA_FILES = (".hydra", "train.log")
+from flash_exp.training.run_lock import LOCK_FILE
+
+# what Hydra writes into a run directory before the task function runs, and the run's own lock
+HYDRA_FILES = (".hydra", "train.log", LOCK_FILE)
 
 
 def discard_unstarted(run_dir: Path) -> bool:
-    """Remove ``run_dir`` when it holds only Hydra's own files (then its parents that became empty, up
+    """Remove ``run_dir`` when it holds only Hydra's own files and the run lock (then its parents that became empty, up
     to the working directory); a directory with anything else in it (an earlier attempt) is kept.
     Returns whether it was removed."""
     run_dir = Path(run_dir).resolve()
