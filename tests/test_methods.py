@@ -228,7 +228,7 @@ def test_two_steps_train_export_and_reproduce_in_plain_diffusers(tmp_path, tiny_
     assert any(".default." in k for k in keys)
     assert any(".fake." in k for k in keys) == (method == "dmd2")
 
-    _, module = load_run(run)
+    _, module, _ = load_run(run)
     pipe = load_pipeline(load_backbone_config(export_dir), export_dir, sampler="student")
     assert isinstance(pipe.scheduler, LCMScheduler)
     if method == "dmd2":  # DMD2's fixed timesteps

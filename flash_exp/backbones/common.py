@@ -26,7 +26,7 @@ from flash_exp.backbones.lora_files import (
 from flash_exp.config import BackboneConfig
 from flash_exp.method.noise import NoiseSchedule
 
-STUDENT_ADAPTER = "default"  # peft's name of the student's adapter (the one exported)
+TRAINING_ADAPTER = "default"  # peft's name of the student's adapter while it trains (the one exported)
 
 
 def peft_lora_config(cfg: BackboneConfig) -> PeftLoraConfig:
@@ -194,7 +194,7 @@ class DiffusersBackbone(Backbone):
             return
         for layer in self._lora_layers:
             if enabled is not False:
-                layer.set_adapter(STUDENT_ADAPTER if enabled is True else enabled)
+                layer.set_adapter(TRAINING_ADAPTER if enabled is True else enabled)
             layer.enable_adapters(enabled is not False)
         # peft's set_adapter freezes the inactive adapters: every adapter keeps training
         for p in self._named_adapter_params:
@@ -207,7 +207,7 @@ class DiffusersBackbone(Backbone):
         params = [p for n, p in self.base_denoiser.named_parameters() if f".{name}." in n and "lora_" in n]
         for p in params:
             p.data = p.data.float()
-        student = [p for n, p in self.base_denoiser.named_parameters() if f".{STUDENT_ADAPTER}." in n and "lora_" in n]
+        student = [p for n, p in self.base_denoiser.named_parameters() if f".{TRAINING_ADAPTER}." in n and "lora_" in n]
         self._named_adapter_params = student + params
         self._set_adapter(self._adapter_on)  # diffusers' add_adapter made the new adapter the active one
         return params
@@ -235,7 +235,7 @@ class DiffusersBackbone(Backbone):
         self.pipeline_class.save_lora_weights(
             save_directory=directory, safe_serialization=True,
             **{f"{name}_lora_layers": get_peft_model_state_dict(denoiser),
-               f"{name}_lora_adapter_metadata": denoiser.peft_config["default"].to_dict()},
+               f"{name}_lora_adapter_metadata": denoiser.peft_config[TRAINING_ADAPTER].to_dict()},
         )
         return directory / LORA_FILE
 
@@ -300,5 +300,5 @@ class TransformerBackbone(DiffusersBackbone):
         return c.num_attention_heads * c.attention_head_dim, self.latent_size() // c.patch_size
 
 
-__all__ = ["STUDENT_ADAPTER", "DiffusersBackbone", "TransformerBackbone", "cast_floats", "lora_layers",
+__all__ = ["STUDENT_ADAPTER", "TRAINING_ADAPTER", "DiffusersBackbone", "TransformerBackbone", "cast_floats", "lora_layers",
            "peft_lora_config"]

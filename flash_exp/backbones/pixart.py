@@ -28,7 +28,13 @@ from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
 from torch import nn
 from transformers import T5EncoderModel, T5Tokenizer
 
-from flash_exp.backbones.common import STUDENT_ADAPTER, TransformerBackbone, cast_floats, peft_lora_config
+from flash_exp.backbones.common import (
+    STUDENT_ADAPTER,
+    TRAINING_ADAPTER,
+    TransformerBackbone,
+    cast_floats,
+    peft_lora_config,
+)
 from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.lora_files import PEFT_FILE
 
@@ -127,7 +133,7 @@ class PixArtBackbone(TransformerBackbone):
     def export(self, directory: Path) -> Path:
         """A PEFT adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.peft_model.save_pretrained(str(directory), safe_serialization=True, selected_adapters=["default"])
+        self.peft_model.save_pretrained(str(directory), safe_serialization=True, selected_adapters=[TRAINING_ADAPTER])
         return directory / PEFT_FILE
 
     @classmethod

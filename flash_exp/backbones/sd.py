@@ -12,6 +12,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flash_exp.backbones.base import DTYPES
 from flash_exp.backbones.common import (
     STUDENT_ADAPTER,
+    TRAINING_ADAPTER,
     DiffusersBackbone,
     cast_floats,
     lora_layers,
@@ -131,7 +132,7 @@ class StableDiffusionBackbone(DiffusersBackbone):
                                     adapter_name=STUDENT_ADAPTER)
         check_lora_attached([self.unet], STUDENT_ADAPTER, lora_weights_file(export_dir),
                             recorded_module_count(export_dir))
-        self.unet.delete_adapters("default")
+        self.unet.delete_adapters(TRAINING_ADAPTER)
         self.unet.set_adapter(STUDENT_ADAPTER)
         self._lora_layers = lora_layers(self.unet)
 
