@@ -139,14 +139,19 @@ def test_plain_diffusers_loads_the_whole_kohya_file(trained, tiny_dir, name, tar
 
 
 # ------------------------------------------------------------------------------------ a file that lacks modules
-def trimmed_export(export_dir, tmp_path, drop: int = 3):
-    """A copy of ``export_dir`` whose diffusers file lacks the weights of ``drop`` modules (metadata kept)."""
+def copied_export(export_dir, tmp_path):
+    """A copy of ``export_dir``: (folder, its diffusers file, that file's tensors, its metadata)."""
     copy = tmp_path / "export"
     shutil.copytree(export_dir, copy)
     path = copy / "pytorch_lora_weights.safetensors"
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
-    state = load_file(path)
+    return copy, path, load_file(path), metadata
+
+
+def trimmed_export(export_dir, tmp_path, drop: int = 3):
+    """A copy of ``export_dir`` whose diffusers file lacks the weights of ``drop`` modules (metadata kept)."""
+    copy, path, state, metadata = copied_export(export_dir, tmp_path)
     modules = sorted(k.removesuffix(".lora_A.weight") for k in state if k.endswith(".lora_A.weight"))
     gone = modules[:drop]
     save_file({k: v for k, v in state.items() if not k.startswith(tuple(f"{m}.lora_" for m in gone))}, path,
@@ -181,12 +186,7 @@ def test_a_file_whose_keys_load_in_part_is_refused_with_both_counts(trained, tmp
     from flash_exp.sample import build_sampler
 
     _, export_dir, _ = trained("toy", None)
-    copy = tmp_path / "export"
-    shutil.copytree(export_dir, copy)
-    path = copy / "pytorch_lora_weights.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    state = load_file(path)
+    copy, path, state, metadata = copied_export(export_dir, tmp_path)
     renamed = {}
     for key, value in state.items():
         for name in ("to_q", "to_k", "to_v", "to_out.0"):

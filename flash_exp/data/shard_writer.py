@@ -6,8 +6,9 @@ time stamp, so writing the same samples twice gives identical files.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -38,6 +39,22 @@ class _ReproducibleOpener:
             stream.close()
 
 
+@contextlib.contextmanager
+def _shard_writer(pattern: str, **limits: float) -> Iterator[tuple[wds.ShardWriter, list[Path]]]:
+    """A ``ShardWriter`` on ``pattern`` with reproducible bytes (fixed mtime, gzip without a timestamp)
+    and the list that receives each shard's path once it is closed."""
+    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
+    opener = _ReproducibleOpener()
+    written: list[Path] = []
+
+    def finished(fname: str) -> None:
+        opener.close(fname)
+        written.append(Path(fname))
+
+    with wds.ShardWriter(pattern, opener=opener, post=finished, verbose=0, mtime=0.0, **limits) as sink:
+        yield sink, written
+
+
 def write_shards(samples: Iterable[dict], pattern: str, maxcount: int) -> list[Path]:
     """Write ``samples`` into shards named ``pattern % shard_index``, ``maxcount`` samples each.
 
@@ -46,15 +63,7 @@ def write_shards(samples: Iterable[dict], pattern: str, maxcount: int) -> list[P
     as is) and ``json`` (a dict). A pattern ending in ``.gz`` gives gzip-compressed tars. The
     parent directory is created. Returns the paths of the shards written, in order.
     """
-    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
-    opener = _ReproducibleOpener()
-    written: list[Path] = []
-
-    def finished(fname: str) -> None:
-        opener.close(fname)
-        written.append(Path(fname))
-
-    with wds.ShardWriter(pattern, maxcount=maxcount, opener=opener, post=finished, verbose=0, mtime=0.0) as sink:
+    with _shard_writer(pattern, maxcount=maxcount) as (sink, written):
         for sample in samples:
             sink.write(sample)
     return written
@@ -63,17 +72,8 @@ def write_shards(samples: Iterable[dict], pattern: str, maxcount: int) -> list[P
 def write_groups(groups: Iterable[Iterable[dict]], pattern: str) -> list[Path]:
     """Write each group of samples into its own shard ``pattern % group_index`` (an empty group gives an
     empty shard, so shard i always holds group i); samples as in :func:`write_shards`."""
-    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
-    opener = _ReproducibleOpener()
-    written: list[Path] = []
-
-    def finished(fname: str) -> None:
-        opener.close(fname)
-        written.append(Path(fname))
-
     unbounded = float("inf")
-    with wds.ShardWriter(pattern, maxcount=unbounded, maxsize=unbounded, opener=opener, post=finished,
-                         verbose=0, mtime=0.0) as sink:
+    with _shard_writer(pattern, maxcount=unbounded, maxsize=unbounded) as (sink, written):
         for index, group in enumerate(groups):
             if index > 0:
                 sink.next_stream()
