@@ -23,6 +23,7 @@ A local directory (``backbone.pretrained=DIR``, the toy world) is listed as loca
 
 from __future__ import annotations
 
+import abc
 import argparse
 import os
 import sys
@@ -53,7 +54,7 @@ def _size(path: Path) -> int:
 
 
 @dataclass
-class Item:
+class Item(abc.ABC):
     """Something a run or its evaluation loads. Subclasses say where it lives in the cache and fetch it."""
 
     what: str
@@ -61,13 +62,13 @@ class Item:
     used_by: str
     published_size: int | None = None  # bytes, as the library publishes it
 
+    @abc.abstractmethod
     def find(self, cache: Path) -> Path | None:
         """The local copy in ``cache``, or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fetch(self, cache: Path) -> Path:
         """Download into ``cache`` with the library's own function; returns the local copy."""
-        raise NotImplementedError
 
     def env(self, cache: Path, path: Path) -> dict[str, str]:
         """Variables of ``offline.env`` that point the runs at ``path`` (relative to ``$FLASH_EXP_CACHE``)."""

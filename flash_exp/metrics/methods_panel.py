@@ -36,7 +36,7 @@ def run_costs(run: Path) -> dict[str, Any]:
     if ckpt.is_file():
         import torch
 
-        batches = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+        batches = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
     def number(key: str) -> float | None:
         return float(last[key]) if key in last else None
