@@ -22,7 +22,7 @@ from flash_exp.config import TrainConfig
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.distiller import guided_output
 from flash_exp.method.lcm import consistency_output
-from flash_exp.method.losses import dmd_loss
+from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
 from flash_exp.method.noise import NoiseSchedule
 
 FAKE_ADAPTER = "fake"
@@ -52,16 +52,6 @@ def denoising_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, alp
 def fake_score_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The fake score's denoising loss: MSE between its raw output and :func:`denoising_target`, (B, C, h, w)."""
     return F.mse_loss(output.float(), target.float())
-
-
-def gan_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """DMD2's non-saturating generator loss, softplus(-D(fake)), averaged."""
-    return F.softplus(-fake_logits).mean()
-
-
-def gan_classifier_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """DMD2's classifier loss, softplus(-D(real)) + softplus(D(fake)), each averaged."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
 class DMD2Distiller(nn.Module):
@@ -163,7 +153,7 @@ class DMD2Distiller(nn.Module):
             gan_noise = torch.randn(x0.shape, generator=generator).to(x0)
             real_logits = self.gan_logits(z, gan_noise, t_gan, cond)
             fake_logits = self.gan_logits(x0, gan_noise, t_gan, cond)
-            cls = gan_classifier_loss(real_logits, fake_logits)
+            cls = discriminator_gan_loss("non-saturating", real_logits, fake_logits)  # DMD2's classifier loss
             loss = loss + self.settings.fake_gan_weight * cls
             logs.update({"loss/discriminator": cls.item(), "disc/real_logit": real_logits.mean().item(),
                          "disc/fake_logit": fake_logits.mean().item()})
@@ -185,7 +175,7 @@ class DMD2Distiller(nn.Module):
             logs["loss/dmd"] = dm.item()
             if self.discriminator is not None:
                 t_gan = self.draw_timesteps(z.shape[0], generator, z.device)
-                g = gan_generator_loss(self.gan_logits(x0, torch.randn(z.shape, generator=generator).to(z), t_gan, cond))
+                g = generator_gan_loss("non-saturating", self.gan_logits(x0, torch.randn(z.shape, generator=generator).to(z), t_gan, cond))
                 loss = loss + self.settings.gen_gan_weight * g
                 logs["loss/gan_generator"] = g.item()
             update(1, loss, logs)
