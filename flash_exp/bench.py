@@ -32,7 +32,7 @@ from unittest import mock
 import torch
 
 from flash_exp.backbones.condition import Condition
-from flash_exp.config import TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.config import TrainConfig, compose_train_config
 from flash_exp.method import distiller as distiller_module
 from flash_exp.method.distiller import FlashDistiller
 
@@ -73,20 +73,12 @@ def build_reference_pipeline(path: Path, seed: int = 0) -> Path:
 
 
 def reference_config(pretrained: Path, *overrides: str) -> TrainConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "backbone=sd15", f"backbone.pretrained={pretrained}", "backbone.resolution=32",
-            "backbone.lora.rank=16", "backbone.lora.alpha=16", "backbone.discriminator.head=generic",
-            "backbone.discriminator.channels=[64,128]",
-            "loss.distill.type=l2", "data.shards=[unused]", f"phases.k=[{K},{K},{K},{K}]", *overrides,
-        ])
-    return validate(cfg)
+    return compose_train_config([
+        "backbone=sd15", f"backbone.pretrained={pretrained}", "backbone.resolution=32",
+        "backbone.lora.rank=16", "backbone.lora.alpha=16", "backbone.discriminator.head=generic",
+        "backbone.discriminator.channels=[64,128]",
+        "loss.distill.type=l2", "data.shards=[unused]", f"phases.k=[{K},{K},{K},{K}]", *overrides,
+    ])
 
 
 # ---------------------------------------------------------------------------------- measurement

@@ -13,6 +13,7 @@ import importlib.util
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -763,9 +764,7 @@ class TrainConfig:
 
 def backbones_of_families(families: list[str]) -> list[str]:
     """Names of the ``conf/backbone`` configs whose family is one of ``families`` (for messages)."""
-    from pathlib import Path
-
-    directory = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+    directory = CONF_DIR / "backbone"
     names = []
     for path in sorted(directory.glob("*.yaml")):
         try:
@@ -832,19 +831,28 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(key, "???", "a value is required" + hint) from None
 
 
-def compose_train_config(overrides: list[str]) -> TrainConfig:
-    """The training config that ``python -m flash_exp.train <overrides>`` would validate (for the
-    tools that take the same overrides: cache_latents, prefetch)."""
-    from pathlib import Path
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-    from hydra import compose, initialize_config_dir
+
+def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed in-process with ``overrides``, as the command line would compose
+    it (unvalidated; :func:`validate` types and checks it). Other schemas or resolvers a config names
+    (``evaluate_schema``, the launcher's resolvers) must be registered by the caller first."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return validate(compose(config_name="train", overrides=overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def compose_train_config(overrides: list[str]) -> TrainConfig:
+    """The training config that ``python -m flash_exp.train <overrides>`` would validate (for the
+    tools that take the same overrides: cache_latents, prefetch, plan, bench)."""
+    return validate(compose(overrides))
 
 
 def register_configs() -> None:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from flash_exp.backbones.lora_files import LoraLoadError
 from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
+from flash_exp.files import write_json_atomic
 from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
 from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
@@ -49,7 +50,6 @@ from flash_exp.metrics.results import (
     images_dir,
     read_json,
     result_path,
-    write_json_atomic,
 )
 from flash_exp.metrics.runs import (
     CONFIG_FILE,

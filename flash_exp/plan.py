@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.cli import normalise_overrides, sweep_points, swept_values
-from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.config import ConfigError, TrainConfig, compose, register_configs, register_resolvers, validate
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_FILE = REPO / "docs" / "benchmarks.json"
@@ -151,12 +151,7 @@ def plan_job(overrides: list[str], cfg: TrainConfig, gpu: str) -> JobPlan:
 
 # ------------------------------------------------------------------------------------------- the sweep
 def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return compose(overrides, return_hydra_config=True)
 
 
 def sweep_jobs(args: list[str]) -> list[list[str]]:

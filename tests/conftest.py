@@ -83,14 +83,6 @@ def tiny_shards(tmp_path) -> list[str]:
 
 def compose(overrides: list[str]):
     """The training config composed in-process, as `python -m flash_exp.train <overrides>` would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from flash_exp.config import compose
 
-    from flash_exp.config import register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
+    return compose(overrides)

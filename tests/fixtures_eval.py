@@ -162,28 +162,17 @@ def write_toy_shards(directory: Path, count: int = 24) -> list[str]:
 
 def compose_train(overrides: list[str]):
     """The training config composed in-process, as ``python -m flash_exp.train <overrides>`` would."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from flash_exp.config import compose
 
-    from flash_exp.config import register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose(overrides)
 
 
 def compose_evaluate(overrides: list[str]):
     """``conf/evaluate.yaml`` composed in-process with ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     import flash_exp.evaluate  # noqa: F401  (registers the schema)
+    from flash_exp.config import compose
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=overrides)
+    return compose(overrides, config_name="evaluate")
 
 
 def write_run(run_dir: Path, pretrained: Path, overrides: list[str] | None = None, lora_seed: int = 0) -> Path:

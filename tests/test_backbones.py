@@ -207,8 +207,8 @@ def test_flow_dmd_works_on_x0():
     """DMD for a velocity model: x0 = x_t - s v; the score difference in x0 is s (v_real - v_fake) (the
     official flash_sd3 forgot the sigma factor) and the normaliser is |x0_student - x0_real| (it used
     the velocity)."""
+    from flash_exp.backbones.noise_schedule import NoiseSchedule
     from flash_exp.method.losses import dmd_loss
-    from flash_exp.method.noise import NoiseSchedule
 
     schedule = NoiseSchedule("flow", None, 1000)
     x0, eps = latents(seed=3), latents(seed=4)

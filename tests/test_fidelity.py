@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import validate
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
-from flash_exp.method.noise import NoiseSchedule
 from flash_exp.method.phases import PhaseSchedule
 from tests.conftest import compose
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from flash_exp.files import write_json_atomic
 from flash_exp.leaderboard import (
     build_tables,
     load_anchors,
@@ -21,7 +22,6 @@ from flash_exp.metrics.results import (
     iter_results,
     result_path,
     status_path,
-    write_json_atomic,
 )
 from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import validate
-from flash_exp.method.noise import NoiseSchedule, boundary_condition_scalings
+from flash_exp.method.boundary import boundary_condition_scalings
 from flash_exp.method.phases import PhaseSchedule
 from flash_exp.method.timesteps import (
     mixture_distribution,

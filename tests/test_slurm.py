@@ -406,20 +406,12 @@ def test_experiment_files_and_readme_agree():
 
 
 def _compose_with_hydra(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from flash_exp import plan
-    from flash_exp.config import register_configs, register_resolvers
+    from flash_exp.config import compose
 
-    register_configs()
-    register_resolvers()
     cluster.register_resolvers()
     plan.register_comment_resolver()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return compose(overrides, return_hydra_config=True)
 
 
 @pytest.mark.parametrize(("trainer", "gpus"), [("trainer=cpu", None), ("trainer=gpu", 2)])

@@ -6,7 +6,7 @@ import time
 
 from omegaconf import OmegaConf
 
-from flash_exp.metrics.results import write_json_atomic
+from flash_exp.files import write_json_atomic
 from flash_exp.training.sweep_progress import DONE, FAILED, SKIPPED, STATUS_FILE, job_status, summary_table
 
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained  # noqa: F401 (re-exported)
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig, SchedulerConfig
-from flash_exp.method.noise import NoiseSchedule
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -23,8 +23,8 @@ from flash_exp.backbones.lora_files import (
     pipeline_modules,
     recorded_module_count,
 )
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig
-from flash_exp.method.noise import NoiseSchedule
 
 TRAINING_ADAPTER = "default"  # peft's name of the student's adapter while it trains (the one exported)
 

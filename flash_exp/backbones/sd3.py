@@ -1,7 +1,7 @@
 """Stable Diffusion 3 (family ``sd3``, prediction ``flow``): ``SD3Transformer2DModel`` (MMDiT), flow matching.
 
 - Parametrisation: the model predicts the velocity v = eps - x0 at x_t = (1 - s) x0 + s eps with
-  s = t / 1000; :class:`~flash_exp.method.noise.NoiseSchedule` (``flow``) turns it into
+  s = t / 1000; :class:`~flash_exp.backbones.noise_schedule.NoiseSchedule` (``flow``) turns it into
   x0 = x_t - s v. Every loss of the method (distillation, GAN re-noising, DMD) works on x0, so the DMD
   normaliser mean|x0_student - x0_real| is computed on x0 (the official ``flash_sd3`` code used the
   teacher's velocity there, and did not scale the score difference by sigma; both are fixed by

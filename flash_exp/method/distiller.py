@@ -18,6 +18,7 @@ from torch import nn
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.config import TrainConfig
+from flash_exp.method.boundary import boundary_condition_scalings
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.losses import (
     central_crop,
@@ -26,7 +27,6 @@ from flash_exp.method.losses import (
     dmd_loss,
     generator_gan_loss,
 )
-from flash_exp.method.noise import boundary_condition_scalings
 from flash_exp.method.phases import Phase, PhaseSchedule
 from flash_exp.method.timesteps import sample_indices
 

@@ -18,12 +18,12 @@ from torch import nn
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import TrainConfig
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.distiller import guided_output
 from flash_exp.method.lcm import consistency_output
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
-from flash_exp.method.noise import NoiseSchedule
 
 FAKE_ADAPTER = "fake"
 

@@ -15,9 +15,10 @@ from torch import nn
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import TrainConfig
+from flash_exp.method.boundary import boundary_condition_scalings
 from flash_exp.method.distiller import guided_output
-from flash_exp.method.noise import NoiseSchedule, boundary_condition_scalings
 
 
 # ---------------------------------------------------------------------------------- losses

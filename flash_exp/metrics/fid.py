@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from cleanfid import fid as cleanfid_fid
 from cleanfid.resize import make_resizer
 
+from flash_exp.files import atomic_path
 from flash_exp.metrics.features import INCEPTION_SIZE, FeatureExtractor
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.images import RESIZE_POLICY, CenterCropResize
@@ -56,9 +56,8 @@ class GaussianStats:
         return cls(np.mean(features, axis=0), np.cov(features, rowvar=False), int(features.shape[0]))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, count=self.count)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, mu=self.mu, sigma=self.sigma, count=self.count)
 
     @classmethod
     def load(cls, path: Path) -> GaussianStats:

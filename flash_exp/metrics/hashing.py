@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from flash_exp.files import write_text_atomic
 
 _CHUNK = 1 << 20
 MEMO_FILE = "file_sha256.json"
@@ -55,10 +56,7 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     value = digest.hexdigest()
     if memo_path is not None:
         memo[key] = value
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
-        os.replace(tmp, memo_path)
+        write_text_atomic(memo_path, json.dumps(memo, indent=1, sort_keys=True))
     return value
 
 

@@ -8,12 +8,13 @@ extractor's input size; the CLIP score applies the CLIP model's own preprocessin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from flash_exp.files import atomic_path
 
 RESIZE_POLICY = "center-crop-long-edge+pil-lanczos"
 
@@ -45,6 +46,5 @@ class CenterCropResize:
 def write_png_atomic(image: Image.Image, path: Path) -> None:
     """Save ``image`` as PNG at ``path`` through a temporary name, so a killed process leaves no
     half-written PNG under the final name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -10,7 +10,6 @@ Layout inside a run directory::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,6 @@ def images_dir(run_dir: Path, benchmark: str, setting_name: str) -> Path:
 
 def status_path(run_dir: Path) -> Path:
     return Path(run_dir) / EVAL_DIR / STATUS_FILE
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from flash_exp.config import BackboneConfig, register_resolvers
-from flash_exp.metrics.results import STATUS_KIND, status_path, write_json_atomic
+from flash_exp.files import write_json_atomic
+from flash_exp.metrics.results import STATUS_KIND, status_path
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"

@@ -8,11 +8,11 @@ images are all held-out images, written once (their JPEG bytes as stored) under
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from flash_exp.config import ConfigError
+from flash_exp.files import write_bytes_atomic, write_text_atomic
 from flash_exp.metrics.hashing import file_sha256, sha256_json
 from flash_exp.metrics.prompts import PromptSet, normalise_caption
 
@@ -28,13 +28,9 @@ def _extract(shards: Sequence[str], directory: Path) -> list[str]:
     captions = []
     for index, sample in enumerate(wds.WebDataset(list(shards), shardshuffle=False)):
         target = directory / f"{index:06d}.jpg"
-        tmp = directory / f".{index:06d}.jpg.{os.getpid()}.tmp"
-        tmp.write_bytes(sample["jpg"])
-        os.replace(tmp, target)
+        write_bytes_atomic(target, sample["jpg"])
         captions.append(normalise_caption(json.loads(sample["json"])["caption"]))
-    done = directory / f".{DONE_FILE}.{os.getpid()}.tmp"
-    done.write_text(json.dumps(captions))
-    os.replace(done, directory / DONE_FILE)  # written last: marks the extraction complete
+    write_text_atomic(directory / DONE_FILE, json.dumps(captions))  # written last: marks the extraction complete
     return captions
 
 

@@ -412,16 +412,12 @@ def build_faceswap(base: Base, out: Path, settings: TaskBuildSettings, seed: int
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def toy_task_config(task: str, root: Path, out: Path, *overrides: str):
     """The training config of ``backbone=toy task=<task>`` with the teacher built under ``out`` and the
     toy world under ``root`` (composed as ``python -m flash_exp.train`` would)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from flash_exp.config import register_configs, register_resolvers, validate
+    from flash_exp.config import compose_train_config
 
     def listed(paths: list[str]) -> str:
         return "[" + ",".join(paths) + "]"
@@ -434,13 +430,7 @@ def toy_task_config(task: str, root: Path, out: Path, *overrides: str):
              f"task.grid_shards={listed(heldout)}"]
     if task == "adapter_canny":
         items.append(f"task.adapter.pretrained={out / task}")
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*items, *overrides])
-    GlobalHydra.instance().clear()
-    return validate(cfg)
+    return compose_train_config([*items, *overrides])
 
 
 def evaluate_teacher(task: str, root: Path, out: Path, settings: TaskBuildSettings, seed: int = 0) -> dict:

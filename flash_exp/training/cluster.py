@@ -40,6 +40,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from flash_exp.config import ConfigError, TrainerConfig
+from flash_exp.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -310,13 +311,6 @@ def signal_checkpoint(ckpt_dir: Path):
 
 
 # ---------------------------------------------------------------------------------------------- markers
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _rank() -> int:
     for key in ("RANK", "SLURM_PROCID"):
         if os.environ.get(key, "").isdigit():
@@ -332,7 +326,7 @@ def write_failure(run_dir: Path, error: BaseException) -> Path:
     where = task.describe() if task else f"local run on {socket.gethostname()}, rank {_rank()}"
     body = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     path = Path(run_dir) / FAILURE_FILE
-    _atomic_write(path, f"{first}\n{where}\ntime: {time.strftime('%Y-%m-%dT%H:%M:%S')}\n\n{body}")
+    write_text_atomic(path, f"{first}\n{where}\ntime: {time.strftime('%Y-%m-%dT%H:%M:%S')}\n\n{body}")
     return path
 
 
@@ -341,7 +335,7 @@ def write_interruption(run_dir: Path, how: str) -> Path:
     task = slurm_task()
     where = task.describe() if task else f"local run on {socket.gethostname()}, rank {_rank()}"
     path = Path(run_dir) / INTERRUPTED_FILE
-    _atomic_write(path, f"{how}\n{where}\ntime: {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    write_text_atomic(path, f"{how}\n{where}\ntime: {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     return path
 
 
@@ -404,7 +398,7 @@ def write_rank_digest(run_dir: Path, trainer, module) -> Path:
             "sha256": state_digest(state), "tensors": len(state), "host": socket.gethostname(),
             "slurm": asdict(slurm_task()) if slurm_task() else None}
     path = Path(run_dir) / RANKS_DIR / f"rank{trainer.global_rank}.json"
-    _atomic_write(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return path
 
 

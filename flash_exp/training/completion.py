@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flash_exp.config import TrainConfig
-from flash_exp.metrics.results import EVAL_DIR, write_json_atomic
+from flash_exp.files import write_json_atomic
+from flash_exp.metrics.results import EVAL_DIR
 from flash_exp.metrics.runs import FAILURE_MARKERS, student_file
 
 COMPLETE_FILE = "COMPLETE"

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flash_exp.files import write_text_atomic
+
 LOCK_FILE = "RUNNING.lock"
 HYDRA_DIR = ".hydra"
 
@@ -104,9 +106,7 @@ def _restore_hydra(run_dir: Path, holder: dict[str, Any] | None) -> None:
     """Put back the ``.hydra/*.yaml`` of the live run (Hydra rewrote them for the refused one)."""
     for name, text in ((holder or {}).get("hydra") or {}).items():
         target = run_dir / HYDRA_DIR / Path(name).name
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_text_atomic(target, text)
 
 
 def acquire(run_dir: Path) -> int:

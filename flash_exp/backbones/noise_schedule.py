@@ -78,19 +78,3 @@ class NoiseSchedule:
         if self.prediction == "v_prediction":
             return alpha * x_t - sigma * model_output
         return x_t - sigma * model_output  # flow: v = eps - x0 and x_t = (1 - s) x0 + s eps
-
-
-def boundary_condition_scalings(
-    t: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0, ndim: int = 4
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """c_skip and c_out of the consistency boundary condition, shaped (B, 1, ..., 1).
-
-    c_skip = sigma_data^2 / ((s t)^2 + sigma_data^2), c_out = s t / sqrt((s t)^2 + sigma_data^2) with
-    s = ``timestep_scaling`` (10, i.e. t / 0.1, as the paper's LCM-style student). At t=0 the output is
-    x_t itself; for the trained timesteps (t >= 10) it is almost exactly the x0 estimate.
-    """
-    scaled = t.double().cpu() * timestep_scaling
-    c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
-    c_out = scaled / (scaled**2 + sigma_data**2).sqrt()
-    shape = (-1,) + (1,) * (ndim - 1)
-    return c_skip.float().view(shape), c_out.float().view(shape)
