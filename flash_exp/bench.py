@@ -33,6 +33,7 @@ import torch
 
 from flash_exp.backbones.condition import Condition
 from flash_exp.config import TrainConfig, compose_train_config
+from flash_exp.method import build_distiller
 from flash_exp.method import distiller as distiller_module
 from flash_exp.method.distiller import FlashDistiller
 
@@ -198,7 +199,7 @@ def bench_training(pretrained: Path, device: torch.device, batches: int, warmup:
     backbone = build_backbone(base.backbone).to(device)
     for index in (0, 1, 2, 3, None):
         cfg = reference_config(pretrained, "phases.iterations=[1,1,1,1]", *modes_overrides(index))
-        runner = StepRunner(FlashDistiller(backbone, cfg).to(device), device)
+        runner = StepRunner(build_distiller(backbone, cfg).to(device), device)
         label = f"start index {index * K // 4} (t={runner.d.teacher_timesteps(K)[index * K // 4].item()})" \
             if index is not None else "start index drawn (phase 3 mixture)"
         rows.append(time_steps(label, runner, backbone, phase3, batches, warmup, device))
@@ -212,15 +213,15 @@ def bench_training(pretrained: Path, device: torch.device, batches: int, warmup:
     ]
     for label, context, second in before:
         with context():
-            runner = StepRunner(FlashDistiller(backbone, fixed0).to(device), device, second_rollout=second)
+            runner = StepRunner(build_distiller(backbone, fixed0).to(device), device, second_rollout=second)
             rows.append(time_steps(f"{label} (index 0)", runner, backbone, phase3, batches, warmup, device))
-    runner = StepRunner(FlashDistiller(backbone, fixed0).to(device), device)
+    runner = StepRunner(build_distiller(backbone, fixed0).to(device), device)
     rows.append(time_steps("warm-up phase: zero-weight GAN/DMD skipped (index 0)", runner, backbone, 0,
                            batches, warmup, device))
     ckpt = reference_config(pretrained, "phases.iterations=[1,1,1,1]", "backbone.gradient_checkpointing=true",
                             *modes_overrides(0))
     backbone_ckpt = build_backbone(ckpt.backbone).to(device)
-    runner = StepRunner(FlashDistiller(backbone_ckpt, ckpt).to(device), device)
+    runner = StepRunner(build_distiller(backbone_ckpt, ckpt).to(device), device)
     rows.append(time_steps("gradient checkpointing on (index 0)", runner, backbone_ckpt, phase3, batches,
                            warmup, device))
     return rows

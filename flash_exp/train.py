@@ -232,38 +232,33 @@ def main(cfg: DictConfig) -> None:
 
 
 def launch(cfg: DictConfig, run_dir: Path) -> None:
-    """Validate, check the teacher, train (and evaluate) in ``run_dir``; config errors exit with code 2."""
-    try:
-        typed = validate(cfg)
-    except Exception as err:
-        if isinstance(err, ConfigError) and not _multirun():
-            print(f"error: {err}", file=sys.stderr)
-            discard_unstarted(run_dir)  # nothing ran: no run directory, no FAILED row on the leaderboard
-            sys.exit(2)
-        mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
-        raise  # a sweep job must not exit the process: Hydra records the failure and the sweep goes on
-    # the teacher's weights before torch and diffusers load: without network this fails in seconds; then
-    # the values that need the teacher's config files (resolution, K, scheduler names), before its weights
+    """Validate, check the teacher, train (and evaluate) in ``run_dir``.
+
+    A config error (a value, the teacher's files, the cluster topology) prints once and exits 2; before
+    training starts it also removes what Hydra made of the run directory (no FAILED row on the
+    leaderboard). In a sweep every error propagates, the job marked FAILED: Hydra records it and the
+    sweep goes on."""
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
     from flash_exp.backbones.preflight import check_against_pretrained
 
+    started = False
     try:
+        typed = validate(cfg)
+        # the teacher's files before torch and diffusers load (without network this fails in seconds),
+        # then the values that need its config files (resolution, K, scheduler names), before its weights
         local = resolve_pretrained(typed.backbone.pretrained, typed.backbone.revision, typed.backbone.variant)
         check_against_pretrained(typed, local)
-    except (TeacherNotFoundError, NotADirectoryError, ConfigError) as err:
-        if not _multirun():
+        started = True
+        run(typed, run_dir)  # marks its own failures
+    except Exception as err:
+        if isinstance(err, ConfigError | TeacherNotFoundError | NotADirectoryError) and not _multirun():
             print(f"error: {err}", file=sys.stderr, flush=True)
-            discard_unstarted(run_dir)
+            if not started:
+                discard_unstarted(run_dir)
             sys.exit(2)
-        mark_failed(run_dir, err, list(typed.eval.benchmarks))
+        if not started:
+            mark_failed(run_dir, err, list(cfg.get("eval", {}).get("benchmarks", [])))
         raise
-    try:
-        run(typed, run_dir)
-    except ConfigError as err:  # the cluster preflight; run() has marked the run failed
-        if _multirun():
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"run directory: {run_dir}")
 
 

@@ -411,7 +411,7 @@ def test_bfloat16_with_gradient_checkpointing_trains_the_lora_in_float32(tiny_di
     feature pass for the GAN loss needs gradients with the LoRA off; checkpointing would recompute it
     with the LoRA on, so it runs without checkpointing.)"""
     from flash_exp.backbones import build_backbone
-    from flash_exp.method.distiller import FlashDistiller
+    from flash_exp.method import build_distiller
 
     cfg = backbone_cfg(name, tiny_dir(name), "backbone.dtype=bfloat16", "backbone.gradient_checkpointing=true",
                        "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]")
@@ -422,7 +422,7 @@ def test_bfloat16_with_gradient_checkpointing_trains_the_lora_in_float32(tiny_di
     assert {p.dtype for p in bb.parameters() if not p.requires_grad} == {torch.bfloat16}
     assert bb.compute_vae() is bb.vae  # only a float16 VAE with force_upcast runs as a float32 copy
     bb.train()
-    distiller = FlashDistiller(bb, cfg)
+    distiller = build_distiller(bb, cfg)
     gen = torch.Generator().manual_seed(0)
     z = bb.encode_images(torch.rand(2, 3, 32, 32) * 2 - 1)
     loss, logs, disc_inputs = distiller.generator_loss(z, bb.encode_prompts(PROMPTS), bb.null_condition(2), 3, gen)

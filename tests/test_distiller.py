@@ -8,7 +8,8 @@ import torch
 from flash_exp.backbones import build_backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.config import validate
-from flash_exp.method.distiller import FlashDistiller, guided_output
+from flash_exp.method import build_distiller
+from flash_exp.method.distiller import guided_output
 from tests.conftest import compose
 
 
@@ -61,7 +62,7 @@ def test_teacher_is_the_base_with_the_adapter_disabled(backbone):
 
 def test_index_zero_starts_from_pure_noise(tiny_sd_dir, backbone):
     cfg = make_cfg(tiny_sd_dir)
-    distiller = FlashDistiller(backbone, cfg)
+    distiller = build_distiller(backbone, cfg)
     z, noise = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
     timesteps = distiller.teacher_timesteps(32)
     x_t, t = distiller.noisy_input(z, noise, torch.tensor([0, 8]), timesteps)
@@ -86,7 +87,7 @@ def test_one_teacher_rollout_per_batch_with_counted_calls(tiny_sd_dir, backbone)
     # start index fixed at 0 (all mass on the first mode), K = 8, phase 3: all losses on
     cfg = make_cfg(tiny_sd_dir, "timesteps=modes", "phases.k=[8,8,8,8]", "phases.iterations=[1,1,1,1]",
                    "timesteps.mode_probs=[[1,0,0,0],[1,0,0,0],[1,0,0,0],[1,0,0,0]]")
-    distiller = FlashDistiller(backbone, cfg)
+    distiller = build_distiller(backbone, cfg)
     b = 2
     generator_calls, total, logs = count_step(distiller, backbone, step=3)
     # rollout: 8 steps x 2B (batched CFG); DMD real score: 2B; GAN fake features: B
@@ -100,7 +101,7 @@ def test_zero_weight_losses_cost_nothing(tiny_sd_dir, backbone):
     cfg = make_cfg(tiny_sd_dir, "timesteps=modes", "phases.k=[8,8,8,8]",
                    "timesteps.mode_probs=[[1,0,0,0],[1,0,0,0],[1,0,0,0],[1,0,0,0]]",
                    "loss.adversarial.train_in_warmup=false")
-    distiller = FlashDistiller(backbone, cfg)
+    distiller = build_distiller(backbone, cfg)
     z, cond, null = batch(backbone)
     backbone.teacher_samples = 0
     _, logs, _ = distiller.generator_loss(z, cond, null, 0, torch.Generator().manual_seed(0))
@@ -111,7 +112,7 @@ def test_zero_weight_losses_cost_nothing(tiny_sd_dir, backbone):
 def test_k_change_between_phases_runs(tiny_sd_dir, backbone):
     cfg = make_cfg(tiny_sd_dir, "phases.k=[4,8,16,4]", "phases.iterations=[1,1,1,1]",
                    "timesteps=modes", "timesteps.mode_probs=[[1,0,0,0],[1,0,0,0],[1,0,0,0],[1,0,0,0]]")
-    distiller = FlashDistiller(backbone, cfg)
+    distiller = build_distiller(backbone, cfg)
     seen = []
     for step in range(4):
         z, cond, null = batch(backbone)
@@ -126,7 +127,7 @@ def test_k_change_between_phases_runs(tiny_sd_dir, backbone):
 
 def test_student_gradient_reaches_only_the_lora(tiny_sd_dir, backbone):
     cfg = make_cfg(tiny_sd_dir)
-    distiller = FlashDistiller(backbone, cfg)
+    distiller = build_distiller(backbone, cfg)
     z, cond, null = batch(backbone)
     for p in backbone.parameters():
         p.grad = None

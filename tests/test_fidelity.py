@@ -90,8 +90,8 @@ def test_phase_boundaries_are_the_official_forward_calls_halved(backbone, bounda
     discriminator), and switches phase every NUM_ITERATIONS_PER_K = 5,000 (PixArt 10,000) of them."""
     official_per_phase = 10_000 if backbone == "pixart" else 5_000
     assert [official_per_phase // 2 * i for i in (1, 2, 3, 4)] == boundaries
-    schedule = PhaseSchedule.from_config(validate(compose([f"backbone={backbone}", "backbone.pretrained=/x",
-                                                           "data.shards=[x]"])))
+    cfg = validate(compose([f"backbone={backbone}", "backbone.pretrained=/x", "data.shards=[x]"]))
+    schedule = PhaseSchedule.from_config(cfg.phases, cfg.loss, cfg.timesteps, cfg.backbone.guidance_range)
     assert schedule.boundaries == boundaries
     first = boundaries[0]
     assert [schedule.at(s).name for s in (0, first - 1, first, boundaries[1], boundaries[2], boundaries[3] + 7)] == [

@@ -83,12 +83,12 @@ def test_eight_bit_optimiser_construction_names_the_key(monkeypatch):
 # ---------------------------------------------------------------------------------- the step
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_sd_dir):
     from flash_exp.backbones import build_backbone
-    from flash_exp.method.distiller import FlashDistiller
+    from flash_exp.method import build_distiller
 
     cfg = tiny_cfg(tiny_sd_dir, "backbone.gradient_checkpointing=true")
     bb = build_backbone(cfg.backbone).train()
     assert bb.base_denoiser.is_gradient_checkpointing
-    distiller = FlashDistiller(bb, cfg)
+    distiller = build_distiller(bb, cfg)
     z = bb.encode_images(torch.rand(2, 3, 32, 32) * 2 - 1)
     cond, null = bb.encode_prompts(PROMPTS), bb.null_condition(2)
     loss_ckpt, grads_ckpt = generator_step(distiller, z, cond, null)

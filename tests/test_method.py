@@ -68,7 +68,7 @@ def test_sample_indices_per_batch_and_per_sample():
 def test_phase_schedule_boundaries_count_batches():
     cfg = validate(compose(["backbone=sd15", "backbone.pretrained=/x", "data.shards=[x]",
                             "phases.k=[8,16,32,64]", "phases.iterations=[2,3,4,5]"]))
-    schedule = PhaseSchedule.from_config(cfg)
+    schedule = PhaseSchedule.from_config(cfg.phases, cfg.loss, cfg.timesteps, cfg.backbone.guidance_range)
     names = [schedule.at(s).name for s in range(16)]
     assert names == ["warmup"] * 2 + ["phase1"] * 3 + ["phase2"] * 4 + ["phase3"] * 7
     assert [schedule.at(s).k for s in (0, 2, 5, 9)] == [8, 16, 32, 64]

@@ -60,7 +60,7 @@ def test_lcm_loss_is_one_ddim_solver_step_and_the_consistency_target(tiny_sd_dir
     backbone = build_backbone(cfg.backbone)
     unet = backbone.unet
     perturb_lora(unet, "default", 0)
-    distiller = LCMDistiller(backbone, cfg)
+    distiller = LCMDistiller(backbone, cfg.backbone, cfg.method.lcm_settings())
     z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
     cond, null = backbone.encode_prompts(PROMPTS), backbone.null_condition(2)
     loss, _ = distiller.loss(z, cond, null, torch.Generator().manual_seed(5))
@@ -132,7 +132,7 @@ def dmd2_distiller(tiny_sd_dir):
 
     cfg = method_cfg(tiny_sd_dir, "sd15", "method=dmd2", "method.dmd2.gan=false", "method.dmd2.real_guidance=3.0")
     backbone = build_backbone(cfg.backbone)
-    distiller = DMD2Distiller(backbone, cfg)
+    distiller = DMD2Distiller(backbone, cfg.backbone, cfg.method.dmd2_settings())
     perturb_lora(backbone.unet, "default", 0)
     perturb_lora(backbone.unet, FAKE_ADAPTER, 1)
     return distiller

@@ -353,7 +353,7 @@ def test_teacher_and_student_receive_the_identical_condition(task, backbone, tas
     """Hook the denoiser during one generator step: every student, teacher (both CFG halves) and
     discriminator call gets the same task inputs."""
     from flash_exp.backbones import build_backbone
-    from flash_exp.method.distiller import FlashDistiller
+    from flash_exp.method import build_distiller
     from flash_exp.tasks import build_task
 
     cfg = case_cfg(task, backbone, task_dirs, shape_shards, face_shards, "phases.k=[4,4,4,4]")
@@ -370,7 +370,7 @@ def test_teacher_and_student_receive_the_identical_condition(task, backbone, tas
 
     handle = bb.unet.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        distiller = FlashDistiller(bb, cfg)
+        distiller = build_distiller(bb, cfg)
         distiller.generator_loss(prepared.latents, prepared.condition, prepared.null_condition, 6000,
                                  torch.Generator().manual_seed(0))
     finally:

@@ -15,11 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flash_exp.config import FAMILIES
+
 if TYPE_CHECKING:
     from flash_exp.backbones.base import Backbone
     from flash_exp.config import BackboneConfig
 
-FAMILIES = {
+# where each family of config.FAMILIES is implemented (tests/test_layout.py checks the two agree)
+FAMILY_CLASSES = {
     "sd": ("flash_exp.backbones.sd", "StableDiffusionBackbone"),
     "sdxl": ("flash_exp.backbones.sdxl", "StableDiffusionXLBackbone"),
     "pixart": ("flash_exp.backbones.pixart", "PixArtBackbone"),
@@ -30,9 +33,9 @@ FAMILIES = {
 def backbone_class(family: str) -> type:
     import importlib
 
-    if family not in FAMILIES:
+    if family not in FAMILY_CLASSES:
         raise ValueError(f"backbone.family={family!r} has no implementation; known: {', '.join(FAMILIES)}")
-    module, name = FAMILIES[family]
+    module, name = FAMILY_CLASSES[family]
     return getattr(importlib.import_module(module), name)
 
 
@@ -51,16 +54,4 @@ def load_pipeline(cfg: BackboneConfig, lora_dir: Path | None, sampler: str = "st
     return backbone_class(cfg.family).load_pipeline(cfg, lora_dir, sampler)
 
 
-def __getattr__(name: str):  # the old eager names, for `from flash_exp.backbones import Backbone` etc.
-    if name in ("Backbone", "build_scheduler"):
-        from flash_exp.backbones import base
-
-        return getattr(base, name)
-    if name == "resolve_pretrained":
-        from flash_exp.backbones.hub import resolve_pretrained
-
-        return resolve_pretrained
-    raise AttributeError(name)
-
-
-__all__ = ["FAMILIES", "backbone_class", "build_backbone", "load_pipeline"]
+__all__ = ["FAMILY_CLASSES", "backbone_class", "build_backbone", "load_pipeline"]

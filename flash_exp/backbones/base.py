@@ -249,11 +249,6 @@ class Backbone(nn.Module, abc.ABC):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
 
-    def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        from peft.utils import get_peft_model_state_dict
-
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.denoiser).items()}
-
     # ------------------------------------------------------------------ sampling and export
     @abc.abstractmethod
     def pipeline(self, student: bool):

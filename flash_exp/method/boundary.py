@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from flash_exp.backbones.base import Backbone
+from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.noise_schedule import NoiseSchedule
+
 
 def boundary_condition_scalings(
     t: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0, ndim: int = 4
@@ -19,3 +23,12 @@ def boundary_condition_scalings(
     c_out = scaled / (scaled**2 + sigma_data**2).sqrt()
     shape = (-1,) + (1,) * (ndim - 1)
     return c_skip.float().view(shape), c_out.float().view(shape)
+
+
+def consistency_output(backbone: Backbone, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
+                       cond: Condition, sigma_data: float, timestep_scaling: float) -> torch.Tensor:
+    """The student's consistency function c_skip(t) * x_t + c_out(t) * x0(x_t, t), (B, C, h, w)."""
+    with backbone.adapter(True):
+        out = backbone.denoise(x_t, t, cond)
+    c_skip, c_out = boundary_condition_scalings(t, sigma_data, timestep_scaling, x_t.ndim)
+    return c_skip.to(x_t) * x_t + c_out.to(x_t) * schedule.to_x0(out, x_t, t)

@@ -17,8 +17,8 @@ from torch import nn
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
-from flash_exp.config import TrainConfig
-from flash_exp.method.boundary import boundary_condition_scalings
+from flash_exp.config import BackboneConfig, LossConfig, OptimConfig, PhasesConfig, TimestepsConfig
+from flash_exp.method.boundary import consistency_output
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.losses import (
     central_crop,
@@ -60,18 +60,21 @@ def guided_output(backbone: Backbone, x_t: torch.Tensor, t: torch.Tensor, cond: 
 class FlashDistiller(nn.Module):
     """Student LoRA training against a K-step teacher, with GAN and DMD terms, as in the paper."""
 
-    def __init__(self, backbone: Backbone, cfg: TrainConfig, lpips: nn.Module | None = None):
+    def __init__(self, backbone: Backbone, backbone_cfg: BackboneConfig, loss: LossConfig,
+                 timesteps: TimestepsConfig, phases: PhasesConfig, lpips: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
-        self.cfg = cfg
-        self.phases = PhaseSchedule.from_config(cfg)
+        self.backbone_cfg = backbone_cfg
+        self.loss_cfg = loss
+        self.timesteps_cfg = timesteps
+        self.phases = PhaseSchedule.from_config(phases, loss, timesteps, backbone_cfg.guidance_range)
         self.schedule = backbone.schedule
         self.teacher_scheduler = backbone.make_scheduler("teacher")
         self.lpips = lpips
-        self.use_discriminator = cfg.loss.adversarial.enabled
+        self.use_discriminator = loss.adversarial.enabled
         self.discriminator = (
-            DiscriminatorHead(cfg.backbone.discriminator.head, *backbone.feature_shape(),
-                              list(cfg.backbone.discriminator.channels))
+            DiscriminatorHead(backbone_cfg.discriminator.head, *backbone.feature_shape(),
+                              list(backbone_cfg.discriminator.channels))
             if self.use_discriminator
             else None
         )
@@ -92,13 +95,8 @@ class FlashDistiller(nn.Module):
 
     def student_x0(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
         """One student step x_t -> x0 with the boundary-condition scalings (c_skip, c_out)."""
-        with self.backbone.adapter(True):
-            out = self.backbone.denoise(x_t, t, cond)
-        x0 = self.schedule.to_x0(out, x_t, t)
-        c_skip, c_out = boundary_condition_scalings(
-            t, self.cfg.backbone.sigma_data, self.cfg.backbone.timestep_scaling, x_t.ndim
-        )
-        return c_skip.to(x_t) * x_t + c_out.to(x_t) * x0
+        s = self.backbone_cfg
+        return consistency_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
 
     @torch.inference_mode()
     def teacher_rollout(self, x_t: torch.Tensor, idx: torch.Tensor, k: int, cond: Condition,
@@ -130,9 +128,9 @@ class FlashDistiller(nn.Module):
         return w.expand(batch_size).clone()
 
     def _distill(self, x0_student: torch.Tensor, x0_teacher: torch.Tensor) -> torch.Tensor:
-        kind = self.cfg.loss.distill.type
+        kind = self.loss_cfg.distill.type
         if kind == "lpips":
-            size = self.cfg.loss.distill.lpips_crop
+            size = self.loss_cfg.distill.lpips_crop
             a = self.backbone.decode_latents(central_crop(x0_student, size))
             b = self.backbone.decode_latents(central_crop(x0_teacher, size))
             return distillation_loss(kind, a, b, self.lpips)
@@ -149,7 +147,7 @@ class FlashDistiller(nn.Module):
         phase = self.phases.at(step)
         b, device = z.shape[0], z.device
         timesteps = self.teacher_timesteps(phase.k)
-        idx = sample_indices(phase.probs, b, self.cfg.timesteps.per_sample, generator)
+        idx = sample_indices(phase.probs, b, self.timesteps_cfg.per_sample, generator)
         noise = torch.randn(z.shape, generator=generator).to(z)
         x_t, t = self.noisy_input(z, noise, idx, timesteps)
 
@@ -164,7 +162,7 @@ class FlashDistiller(nn.Module):
 
         disc_inputs = None
         if self.use_discriminator:
-            adv = self.cfg.loss.adversarial
+            adv = self.loss_cfg.adversarial
             choices = torch.tensor(adv.timesteps)
             t_gan = choices[torch.randint(len(choices), (b,), generator=generator)]
             t_gan = self.schedule.shift_timesteps(t_gan).to(device)
@@ -193,7 +191,7 @@ class FlashDistiller(nn.Module):
              generator: torch.Generator) -> torch.Tensor:
         """DMD term: teacher CFG score as real, the student itself (no grad) as the fake score."""
         b = x0_student.shape[0]
-        dmd = self.cfg.loss.dmd
+        dmd = self.loss_cfg.dmd
         t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (b,), generator=generator)
         t = self.schedule.shift_timesteps(t).to(x0_student.device)
         noise = torch.randn(x0_student.shape, generator=generator).to(x0_student)
@@ -210,7 +208,7 @@ class FlashDistiller(nn.Module):
     # ------------------------------------------------------------------ discriminator
     def discriminator_loss(self, inputs: DiscriminatorInputs) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of the discriminator head on the batch's real latents and the detached student sample."""
-        adv = self.cfg.loss.adversarial
+        adv = self.loss_cfg.adversarial
         with torch.no_grad():
             noisy_real = self.schedule.add_noise(inputs.real, inputs.noise, inputs.t)
             real_features = self.backbone.teacher_features(noisy_real, inputs.t, inputs.cond)
@@ -226,19 +224,18 @@ class FlashDistiller(nn.Module):
 
     def clip_discriminator(self) -> None:
         """WGAN weight clipping, after each discriminator update."""
-        if self.discriminator is not None and self.cfg.loss.adversarial.type == "wgan":
-            c = self.cfg.loss.adversarial.wgan_clip
+        if self.discriminator is not None and self.loss_cfg.adversarial.type == "wgan":
+            c = self.loss_cfg.adversarial.wgan_clip
             for p in self.discriminator.parameters():
                 p.data.clamp_(-c, c)
 
     # ------------------------------------------------------------------ one batch
-    def optimizer_groups(self) -> list[tuple[list[nn.Parameter], float, bool]]:
+    def optimizer_groups(self, optim: OptimConfig) -> list[tuple[list[nn.Parameter], float, bool]]:
         """(parameters, learning rate, gradient clipping) per optimiser: the student (counts data
         batches), then the discriminator head when there is one."""
-        o = self.cfg.trainer.optim
-        groups = [(self.backbone.trainable_parameters(), o.lr, True)]
+        groups = [(self.backbone.trainable_parameters(), optim.lr, True)]
         if self.discriminator is not None:
-            groups.append((list(self.discriminator.parameters()), o.lr_discriminator, False))
+            groups.append((list(self.discriminator.parameters()), optim.lr_discriminator, False))
         return groups
 
     def train_step(self, z: torch.Tensor, cond: Condition, null: Condition, step: int,
@@ -249,7 +246,7 @@ class FlashDistiller(nn.Module):
         loss, logs, disc_inputs = self.generator_loss(z, cond, null, step, generator)
         update(0, loss, logs)
         phase = self.phases.at(step)
-        train_disc = phase.adversarial_weight > 0 or self.cfg.loss.adversarial.train_in_warmup
+        train_disc = phase.adversarial_weight > 0 or self.loss_cfg.adversarial.train_in_warmup
         if self.discriminator is not None and disc_inputs is not None and train_disc:
             d_loss, d_logs = self.discriminator_loss(disc_inputs)
             update(1, d_loss, d_logs)

@@ -19,10 +19,10 @@ from torch import nn
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.noise_schedule import NoiseSchedule
-from flash_exp.config import TrainConfig
+from flash_exp.config import BackboneConfig, DMD2Config, OptimConfig
+from flash_exp.method.boundary import consistency_output
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.distiller import guided_output
-from flash_exp.method.lcm import consistency_output
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
 
 FAKE_ADAPTER = "fake"
@@ -57,35 +57,35 @@ def fake_score_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class DMD2Distiller(nn.Module):
     """Generator = the student's LoRA; fake score = the ``fake`` LoRA plus the GAN head."""
 
-    def __init__(self, backbone: Backbone, cfg: TrainConfig):
+    def __init__(self, backbone: Backbone, backbone_cfg: BackboneConfig, settings: DMD2Config):
         super().__init__()
         self.backbone = backbone
-        self.cfg = cfg
-        self.settings = cfg.method.dmd2_settings()
+        self.backbone_cfg = backbone_cfg
+        self.settings = settings
         self.schedule: NoiseSchedule = backbone.schedule
         self.student_params = backbone.trainable_parameters()
         self.fake_params = backbone.add_named_adapter(FAKE_ADAPTER)
         self.discriminator = (
-            DiscriminatorHead(cfg.backbone.discriminator.head, *backbone.feature_shape(),
-                              list(cfg.backbone.discriminator.channels))
+            DiscriminatorHead(backbone_cfg.discriminator.head, *backbone.feature_shape(),
+                              list(backbone_cfg.discriminator.channels))
             if self.settings.gan else None
         )
         sched = backbone.make_scheduler("student")
         sched.set_timesteps(self.settings.num_denoising_step)
         self.timesteps = sched.timesteps.clone()  # (n,), noisiest first: 999, 749, 499, 249 for 4
         g = self.settings.real_guidance
-        self.real_guidance = cfg.backbone.teacher_sampling.guidance if g is None else g
+        self.real_guidance = backbone_cfg.teacher_sampling.guidance if g is None else g
 
-    def optimizer_groups(self) -> list[tuple[list[nn.Parameter], float, bool]]:
+    def optimizer_groups(self, optim: OptimConfig) -> list[tuple[list[nn.Parameter], float, bool]]:
         """(parameters, learning rate, gradient clipping) per optimiser. The fake score (with the head)
         comes first: it steps on every data batch, so its step counter counts data batches."""
-        lr = self.cfg.trainer.optim.lr
+        lr = optim.lr
         head = list(self.discriminator.parameters()) if self.discriminator is not None else []
         return [(self.fake_params + head, lr, True), (self.student_params, lr, True)]
 
     # ------------------------------------------------------------------ pieces
     def student_x0(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
-        s = self.cfg.backbone
+        s = self.backbone_cfg
         return consistency_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
 
     def generator_input(self, z: torch.Tensor, cond: Condition,

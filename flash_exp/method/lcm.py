@@ -15,9 +15,8 @@ from torch import nn
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
-from flash_exp.backbones.noise_schedule import NoiseSchedule
-from flash_exp.config import TrainConfig
-from flash_exp.method.boundary import boundary_condition_scalings
+from flash_exp.config import BackboneConfig, LCMConfig, OptimConfig
+from flash_exp.method.boundary import consistency_output
 from flash_exp.method.distiller import guided_output
 
 
@@ -47,30 +46,21 @@ def solver_grid(num_train_timesteps: int, num_ddim_timesteps: int) -> tuple[torc
     return t, (t - k).clamp(min=0)
 
 
-def consistency_output(backbone: Backbone, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
-                       cond: Condition, sigma_data: float, timestep_scaling: float) -> torch.Tensor:
-    """The student's consistency function c_skip(t) * x_t + c_out(t) * x0(x_t, t), (B, C, h, w)."""
-    with backbone.adapter(True):
-        out = backbone.denoise(x_t, t, cond)
-    c_skip, c_out = boundary_condition_scalings(t, sigma_data, timestep_scaling, x_t.ndim)
-    return c_skip.to(x_t) * x_t + c_out.to(x_t) * schedule.to_x0(out, x_t, t)
-
-
 class LCMDistiller(nn.Module):
     """One consistency-distillation loss per data batch; the student's LoRA is the only trained weight."""
 
-    def __init__(self, backbone: Backbone, cfg: TrainConfig):
+    def __init__(self, backbone: Backbone, backbone_cfg: BackboneConfig, settings: LCMConfig):
         super().__init__()
         self.backbone = backbone
-        self.cfg = cfg
-        self.settings = cfg.method.lcm_settings()
+        self.backbone_cfg = backbone_cfg
+        self.settings = settings
         self.schedule = backbone.schedule
         self.t_start, self.t_prev = solver_grid(self.schedule.num_train_timesteps, self.settings.num_ddim_timesteps)
-        self.guidance_range = tuple(self.settings.guidance_range or cfg.backbone.guidance_range)
+        self.guidance_range = tuple(self.settings.guidance_range or backbone_cfg.guidance_range)
 
-    def optimizer_groups(self) -> list[tuple[list[nn.Parameter], float, bool]]:
+    def optimizer_groups(self, optim: OptimConfig) -> list[tuple[list[nn.Parameter], float, bool]]:
         """(parameters, learning rate, gradient clipping) per optimiser; the first counts data batches."""
-        return [(self.backbone.trainable_parameters(), self.cfg.trainer.optim.lr, True)]
+        return [(self.backbone.trainable_parameters(), optim.lr, True)]
 
     def loss(self, z: torch.Tensor, cond: Condition, null: Condition,
              generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -83,7 +73,7 @@ class LCMDistiller(nn.Module):
         w = lo + (hi - lo) * torch.rand((b,), generator=generator)
         noise = torch.randn(z.shape, generator=generator).to(z)
         x_t = self.schedule.add_noise(z, noise, t_n)
-        s = self.cfg.backbone
+        s = self.backbone_cfg
         prediction = consistency_output(self.backbone, self.schedule, x_t, t_n, cond, s.sigma_data, s.timestep_scaling)
         with torch.no_grad():
             guided = guided_output(self.backbone, x_t, t_n, cond, null, w.to(z.device))

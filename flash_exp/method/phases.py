@@ -13,7 +13,7 @@ from itertools import accumulate
 
 import torch
 
-from flash_exp.config import TrainConfig
+from flash_exp.config import LossConfig, PhasesConfig, TimestepsConfig
 from flash_exp.method.timesteps import timestep_distribution
 
 
@@ -46,10 +46,12 @@ class PhaseSchedule:
         return self.phases[min(bisect_right(self.boundaries, step), len(self.phases) - 1)]
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> PhaseSchedule:
-        loss, ts = cfg.loss, cfg.timesteps
+    def from_config(cls, phases_cfg: PhasesConfig, loss: LossConfig, ts: TimestepsConfig,
+                    guidance_range: list[float]) -> PhaseSchedule:
+        """The schedule of ``phases_cfg`` with each phase's timestep distribution, loss weights and the
+        backbone's CFG range ``guidance_range`` [low, high]."""
         phases = []
-        for i, (name, k) in enumerate(zip(cfg.phases.names, cfg.phases.k, strict=True)):
+        for i, (name, k) in enumerate(zip(phases_cfg.names, phases_cfg.k, strict=True)):
             probs = timestep_distribution(
                 ts.distribution, k, ts.mode_probs[i], ts.variance, ts.gaussian_mean, ts.gaussian_variance
             )
@@ -62,7 +64,7 @@ class PhaseSchedule:
                     distill_weight=loss.distill.weight[i],
                     adversarial_weight=loss.adversarial.weight[i] if loss.adversarial.enabled else 0.0,
                     dmd_weight=loss.dmd.weight[i] if loss.dmd.enabled else 0.0,
-                    guidance_range=(cfg.backbone.guidance_range[0], cfg.backbone.guidance_range[1]),
+                    guidance_range=(guidance_range[0], guidance_range[1]),
                 )
             )
-        return cls(phases, list(cfg.phases.iterations))
+        return cls(phases, list(phases_cfg.iterations))

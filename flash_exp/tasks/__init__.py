@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib
 
-from flash_exp.config import TaskConfig
+from flash_exp.config import TASKS, TaskConfig
 from flash_exp.tasks.base import PreparedBatch, SampleTransform, Task
 
-TASKS = {
+# where each task of config.TASKS is implemented (tests/test_layout.py checks the two agree)
+TASK_CLASSES = {
     "t2i": ("flash_exp.tasks.base", "Task"),
     "inpainting": ("flash_exp.tasks.inpainting", "InpaintingTask"),
     "superres": ("flash_exp.tasks.superres", "SuperResTask"),
@@ -26,9 +27,9 @@ TASKS = {
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in TASKS:
+    if name not in TASK_CLASSES:
         raise ValueError(f"task {name!r} has no implementation; known: {', '.join(TASKS)}")
-    module, cls = TASKS[name]
+    module, cls = TASK_CLASSES[name]
     return getattr(importlib.import_module(module), cls)
 
 
@@ -42,4 +43,4 @@ def build_sample_transform(cfg: TaskConfig, resolution: int) -> SampleTransform 
     return task_class(cfg.name).sample_transform(cfg, resolution)
 
 
-__all__ = ["PreparedBatch", "SampleTransform", "TASKS", "Task", "build_sample_transform", "build_task", "task_class"]
+__all__ = ["PreparedBatch", "SampleTransform", "TASK_CLASSES", "Task", "build_sample_transform", "build_task", "task_class"]

@@ -104,7 +104,7 @@ class FlashModule(L.LightningModule):
         o = self.cfg.trainer.optim
         opt_cls = adamw_class(o.eight_bit)
         optimizers = [opt_cls(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-                      for params, lr, _ in self.distiller.optimizer_groups()]
+                      for params, lr, _ in self.distiller.optimizer_groups(o)]
         return optimizers[0] if len(optimizers) == 1 else optimizers
 
     def setup(self, stage: str) -> None:
@@ -124,7 +124,7 @@ class FlashModule(L.LightningModule):
         opt = optimizers[index] if isinstance(optimizers, list) else optimizers
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        clip = self.distiller.optimizer_groups()[index][2]
+        clip = self.distiller.optimizer_groups(self.cfg.trainer.optim)[index][2]
         if clip and self.cfg.trainer.gradient_clip_val:
             self.clip_gradients(opt, gradient_clip_val=self.cfg.trainer.gradient_clip_val)
         if index == 0:
