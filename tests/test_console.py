@@ -15,6 +15,9 @@ def test_known_harmless_warnings_are_dropped_and_others_kept():
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
         warnings.warn("Using ModelCheckpoint with manual optimization and every_n_train_steps, but no "
                       "pre-optimization state was saved.", UserWarning, stacklevel=1)
+        warnings.warn("The `srun` command is available on your system but is not used. HINT: If your "
+                      "intention is to run Lightning on SLURM, prepend your python command with `srun`",
+                      UserWarning, stacklevel=1)
         warnings.warn("something a user must read", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something a user must read"]
 

@@ -23,6 +23,9 @@ HARMLESS_WARNINGS = (
      "diffusers lists every LoRA target module in the adapter config, PEFT compares that list with the "
      "state dict's keys; the weights load in full (tests/test_train.py checks the exported student "
      "reproduces the trained one)"),
+    (r"The `srun` command is available on your system but is not used",
+     "Lightning sees SLURM's srun on the PATH of a local run; a SLURM run goes through "
+     "hydra/launcher=slurm, which starts every rank with srun itself"),
     (r"`torch_dtype` is deprecated",
      "our backbone loaders pass torch_dtype, the keyword every diffusers release pyproject.toml allows "
      "(>= 0.35) accepts; the dtype is applied either way"),
