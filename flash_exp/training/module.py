@@ -153,17 +153,30 @@ class FlashModule(L.LightningModule):
     def stop_if_non_finite(self, total: float, logs: dict[str, float], step: int) -> None:
         """Raise :class:`NonFiniteLossError` before the update when the loss ``total`` is NaN or infinite,
         naming the step, the phase and the loss terms of ``logs`` that went non-finite; the last checkpoint
-        stays the last good one (nothing is saved on an error)."""
-        if math.isfinite(total):
+        stays the last good one (nothing is saved on an error). Under DDP every rank stops at the same
+        update when any rank's loss is non-finite (one rank alone would leave the others waiting in the
+        next gradient all-reduce)."""
+        here = not math.isfinite(total)
+        if not self._on_any_rank(here):
             return
-        terms = [k for k, v in logs.items() if k.startswith("loss/") and not math.isfinite(v)]
-        named = ", ".join(f"{k}={logs[k]}" for k in terms) or f"the loss = {total}"
+        if here:
+            terms = [k for k, v in logs.items() if k.startswith("loss/") and not math.isfinite(v)]
+            named = ", ".join(f"{k}={logs[k]}" for k in terms) or f"the loss = {total}"
+        else:
+            named = f"on another rank (this rank's loss: {total})"
         phases = getattr(self.distiller, "phases", None)  # Flash's; LCM and DMD2 have no phases
         where = f", phase {phases.at(step).name!r} (index {phases.at(step).index}, K={phases.at(step).k})" \
             if phases is not None else f" ({self.cfg.method.name})"
         raise NonFiniteLossError(
             f"non-finite loss at step {step}{where}: {named}. "
             "Training stopped before this update; checkpoints/ holds the last good state")
+
+    def _on_any_rank(self, decision: bool) -> bool:
+        """``decision`` or'ed over the ranks of a multi-process run (one all-reduce); as is otherwise."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return decision
+        return bool(trainer.strategy.reduce_boolean_decision(decision, all=False))
 
     def data_totals(self) -> dict[str, int]:
         """The data counts of every stream added up (sample level: skipped, filtered; shard level:
