@@ -27,8 +27,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from flash_exp.cli import normalise_overrides, sweep_points, swept_values
 from flash_exp.config import ConfigError, TrainConfig, compose, register_configs, register_resolvers, validate
+from flash_exp.training.overrides import normalise_overrides, sweep_points, swept_values
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_FILE = REPO / "docs" / "benchmarks.json"
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     args = normalise_overrides([a for a in known.overrides + rest if a not in ("-m", "--multirun")])
     register_configs()
     register_resolvers()
-    from flash_exp.training import cluster
+    from flash_exp.training.resolvers import register_launcher_resolvers
 
-    cluster.register_resolvers()
+    register_launcher_resolvers()
     register_comment_resolver()
     try:
         jobs = plan(args, known.gpu)

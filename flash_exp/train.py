@@ -4,7 +4,7 @@
     python -m flash_exp.train backbone=sdxl trainer=gpu        # the paper's SDXL settings
     python -m flash_exp.train -m experiment=fig5d_losses hydra/launcher=slurm
 
-On SLURM (``hydra/launcher=slurm``) each srun task is one rank; ``flash_exp.training.cluster`` checks
+On SLURM (``hydra/launcher=slurm``) each srun task is one rank; ``flash_exp.training.launch`` checks
 the topology before any weight loads, checkpoints and requeues on preemption or time limit (the job
 runs again in the same run directory and resumes), and a job that raises leaves ``<run_dir>/FAILED``.
 With ``eval.after_train=true`` the run is evaluated once it is trained.
@@ -23,9 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from flash_exp import plan
 from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
-from flash_exp.training import cluster, completion
+from flash_exp.training import completion
+from flash_exp.training.launch import preflight
+from flash_exp.training.markers import clear_failure, record_failure_status, write_failure, write_interruption
+from flash_exp.training.rank_digest import write_rank_digest
+from flash_exp.training.resolvers import register_launcher_resolvers
 from flash_exp.training.run_lock import RunDirectoryLocked, run_lock
 from flash_exp.training.rundir import discard_unstarted
+from flash_exp.training.signals import LAST_CKPT, signal_checkpoint
 
 log = logging.getLogger("flash_exp.train")
 
@@ -71,7 +76,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         saved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.structured(cfg), saved)
     t = cfg.trainer
-    launch = cluster.preflight(t)  # SLURM topology and strategy, before any weight loads
+    launch = preflight(t)  # SLURM topology and strategy, before any weight loads
     log.info("%s", launch.describe())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     max_steps = t.max_steps or sum(cfg.phases.iterations)
@@ -99,7 +104,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
                             every_n_train_steps=t.checkpoint_every, save_last=True,
                             **({"save_top_k": t.keep_checkpoints, "monitor": "step", "mode": "max"}
                                if t.keep_checkpoints else {"save_top_k": -1})),
-            cluster.signal_checkpoint(ckpt_dir),
+            signal_checkpoint(ckpt_dir),
             SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed,
                                to_trackers=cfg.logger.log_images),
             TQDMProgressBar(refresh_rate=max(1, t.log_every)),
@@ -109,7 +114,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
     trainer.save_checkpoint(last)
     log.info("%s", module.data_summary())
-    cluster.write_rank_digest(run_dir, trainer, module)
+    write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
         export_student(module.backbone, cfg, export_dir, latest_grid(run_dir), trainer.global_step)
@@ -133,10 +138,10 @@ def evaluate_run(cfg: TrainConfig, run_dir: Path) -> None:
 
 def mark_failed(run_dir: Path, err: BaseException, benchmarks: list[str]) -> None:
     """``<run_dir>/FAILED`` and a "failed" evaluation status, so the leaderboard lists the run."""
-    path = cluster.write_failure(run_dir, err)
+    path = write_failure(run_dir, err)
     log.error("run failed, marked in %s: %s: %s", path, type(err).__name__, err)
     try:
-        cluster.record_failure_status(run_dir, list(benchmarks))
+        record_failure_status(run_dir, list(benchmarks))
     except Exception:  # noqa: BLE001 (the marker is what matters; `make eval` records it as well)
         log.exception("could not record the failure in %s/eval/status.json", run_dir)
 
@@ -157,13 +162,13 @@ def interruption(stop: BaseException) -> tuple[str, int]:
 def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str]) -> int:
     """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status; returns the exit code."""
     how, code = interruption(stop)
-    saved = (run_dir / "checkpoints" / cluster.LAST_CKPT).is_file()
-    path = cluster.write_interruption(run_dir, f"stopped by {how} " + (
+    saved = (run_dir / "checkpoints" / LAST_CKPT).is_file()
+    path = write_interruption(run_dir, f"stopped by {how} " + (
         f"after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume" if saved
         else "before its first checkpoint"))
     log.warning("run interrupted by %s, marked in %s; exiting with %d", how, path, code)
     try:
-        cluster.record_failure_status(run_dir, list(benchmarks))
+        record_failure_status(run_dir, list(benchmarks))
     except Exception:  # noqa: BLE001 (the marker is what matters)
         log.exception("could not record the interruption in %s/eval/status.json", run_dir)
     return code
@@ -185,7 +190,7 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     completion.clear(run_dir)
-    cluster.clear_failure(run_dir)
+    clear_failure(run_dir)
     try:
         export_dir = train(cfg, run_dir)
     except Exception as err:
@@ -210,7 +215,7 @@ def _multirun() -> bool:
 
 register_configs()
 register_resolvers()
-cluster.register_resolvers()
+register_launcher_resolvers()
 plan.register_comment_resolver()  # the SLURM job comment
 
 
@@ -218,7 +223,7 @@ plan.register_comment_resolver()  # the SLURM job comment
 def main(cfg: DictConfig) -> None:
     # again here: a submitit job unpickles this function without running this module's top level
     register_resolvers()
-    cluster.register_resolvers()
+    register_launcher_resolvers()
     plan.register_comment_resolver()
     run_dir = run_directory()
     try:
@@ -263,7 +268,7 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    from flash_exp.cli import normalise_overrides
+    from flash_exp.training.overrides import normalise_overrides
 
     sys.argv[1:] = normalise_overrides(sys.argv[1:])
     main()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flash_exp.cli import normalise_overrides
 from flash_exp.config import ConfigError, validate
+from flash_exp.training.overrides import normalise_overrides
 from tests.conftest import REPO, compose
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from flash_exp.metrics.runs import INTERRUPTED, run_state
-from flash_exp.training import cluster
+from flash_exp.training.markers import clear_failure
 from tests.conftest import REPO, compose
 
 
@@ -32,7 +32,7 @@ def test_sigterm_during_training_exits_nonzero_with_an_interrupted_marker(tmp_pa
     state = run_state(tmp_path)
     assert state.status == INTERRUPTED and "SIGTERM" in state.reason
     assert json.loads((tmp_path / "eval" / "status.json").read_text())["status"] == INTERRUPTED
-    cluster.clear_failure(tmp_path)  # the relaunch (or SLURM's requeue) resumes: no longer interrupted
+    clear_failure(tmp_path)  # the relaunch (or SLURM's requeue) resumes: no longer interrupted
     assert (tmp_path / "INTERRUPTED.1").is_file() and run_state(tmp_path).status != INTERRUPTED
     assert not (tmp_path / "eval" / "status.json").exists()
 

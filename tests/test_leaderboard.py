@@ -7,14 +7,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from flash_exp.files import write_json_atomic
-from flash_exp.leaderboard import (
-    build_tables,
-    load_anchors,
-    sweep_panels,
-    sweep_summary,
-    swept_axes,
-    write_leaderboard,
-)
+from flash_exp.leaderboard import build_tables, load_anchors, write_leaderboard
+from flash_exp.leaderboard.cells import sweep_summary
+from flash_exp.leaderboard.plots import sweep_panels
+from flash_exp.leaderboard.tables import swept_axes
 from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.results import (
     RESULT_KIND,

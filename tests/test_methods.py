@@ -251,7 +251,7 @@ def test_two_steps_train_export_and_reproduce_in_plain_diffusers(tmp_path, tiny_
 def test_methods_panel_shows_each_methods_scores_and_costs(tmp_path):
     from types import SimpleNamespace
 
-    from flash_exp.metrics.methods_panel import methods_panel
+    from flash_exp.leaderboard.methods_panel import methods_panel
 
     rows = []
     for method, evals in (("flash", 17.5), ("dmd2", 0.4)):

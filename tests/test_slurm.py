@@ -30,7 +30,10 @@ import torch
 from omegaconf import OmegaConf
 
 from flash_exp.config import ConfigError, TrainerConfig, validate
-from flash_exp.training import cluster
+from flash_exp.training import markers, rank_digest
+from flash_exp.training.launch import preflight
+from flash_exp.training.resolvers import register_launcher_resolvers
+from flash_exp.training.slurm import slurm_task
 from tests.conftest import REPO, compose, solid_samples, write_shard
 from tests.fixtures_eval import toy_clip_dir, toy_shards  # noqa: F401  (fixtures)
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
@@ -157,7 +160,7 @@ def test_sweep_trains_and_evaluates_every_job_and_lists_both(slurm_cluster, tiny
         result = read_json(result_path(run, "toy", "student_nfe1"))
         assert result is not None and result["num_images"] == 4, f"{run} was not evaluated"
         assert read_json(status_path(run))["status"] == "evaluated"
-        assert not (run / cluster.FAILURE_FILE).exists()
+        assert not (run / markers.FAILURE_FILE).exists()
 
     md, _ = write_leaderboard(sweep, tmp_path / "board")
     text = md.read_text()
@@ -177,7 +180,7 @@ def test_two_task_ddp_job_ends_with_equal_weights_on_both_ranks(slurm_cluster, t
     assert done.returncode == 0, explain(done, sweep)
 
     run = sweep / "0"
-    ranks = [json.loads((run / cluster.RANKS_DIR / f"rank{k}.json").read_text()) for k in (0, 1)]
+    ranks = [json.loads((run / rank_digest.RANKS_DIR / f"rank{k}.json").read_text()) for k in (0, 1)]
     for k, info in enumerate(ranks):
         assert (info["rank"], info["world_size"], info["global_step"]) == (k, 2, 3)
         slurm = info["slurm"]  # each rank is one srun task of the same job
@@ -190,7 +193,7 @@ def test_two_task_ddp_job_ends_with_equal_weights_on_both_ranks(slurm_cluster, t
     assert "world size 2; strategy DDPStrategy" in log and "distributed_backend=gloo" in log
     final = load_ckpt(run)
     assert final["global_step"] == 3
-    assert cluster.state_digest(final["state_dict"]) == ranks[0]["sha256"]
+    assert rank_digest.state_digest(final["state_dict"]) == ranks[0]["sha256"]
     first = load_ckpt(run, "step_000002.ckpt")["state_dict"]
     assert any((first[k] - final["state_dict"][k]).abs().max() > 0 for k in first)
 
@@ -228,9 +231,9 @@ def test_requeued_job_resumes_to_the_same_step_and_weights(slurm_cluster, tiny_s
     assert launcher.returncode == 0, log.read_text()[-3000:] + job_logs(sweep)
 
     straight = sweep / "1"
-    info = json.loads((interrupted / cluster.RANKS_DIR / "rank0.json").read_text())
+    info = json.loads((interrupted / rank_digest.RANKS_DIR / "rank0.json").read_text())
     assert info["slurm"]["restart_count"] == 1, "the job was not requeued (it finished first?)"
-    assert json.loads((straight / cluster.RANKS_DIR / "rank0.json").read_text())["slurm"]["restart_count"] == 0
+    assert json.loads((straight / rank_digest.RANKS_DIR / "rank0.json").read_text())["slurm"]["restart_count"] == 0
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "1"]
     train_log = (interrupted / "train.log").read_text()
     assert "before stopping" in train_log and "resuming from" in train_log  # SIGTERM checkpoint, then resume
@@ -275,7 +278,7 @@ def test_jobs_that_raise_are_marked_failed_and_listed(slurm_cluster, tiny_sd_dir
 
     reasons = {}
     for job in ("0", "1"):
-        marker = sweep / job / cluster.FAILURE_FILE
+        marker = sweep / job / markers.FAILURE_FILE
         assert marker.is_file(), explain(done, sweep)
         reasons[job] = marker.read_text().splitlines()[0]
         assert "Traceback" in marker.read_text()
@@ -285,7 +288,7 @@ def test_jobs_that_raise_are_marked_failed_and_listed(slurm_cluster, tiny_sd_dir
     assert reasons["0"].startswith("FileNotFoundError: LPIPS needs") and str(missing) in reasons["0"]
     assert reasons["1"].startswith("ConfigError: invalid config value trainer.devices=2")
     assert "SLURM_NTASKS_PER_NODE" in reasons["1"]
-    assert "flash_exp/training/module.py" not in (sweep / "1" / cluster.FAILURE_FILE).read_text()
+    assert "flash_exp/training/module.py" not in (sweep / "1" / markers.FAILURE_FILE).read_text()
 
     text = write_leaderboard(sweep, tmp_path / "board")[0].read_text()
     listed = text[text.index("Runs without results"):].splitlines()
@@ -303,22 +306,22 @@ SLURM_ENV = {"SLURM_JOB_ID": "41", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK
 
 
 def test_slurm_task_reads_the_ranks_from_the_environment():
-    task = cluster.slurm_task(SLURM_ENV)
+    task = slurm_task(SLURM_ENV)
     assert task is not None
     assert (task.job_id, task.ntasks, task.ntasks_per_node, task.nnodes) == ("40_1", 4, 2, 2)
     assert (task.global_rank, task.local_rank, task.node_rank, task.restart_count) == (3, 1, 1, 2)
-    assert cluster.slurm_task({**SLURM_ENV, "SLURM_NTASKS_PER_NODE": "8"}).ntasks_per_node == 8
-    assert cluster.slurm_task({}) is None
-    assert cluster.slurm_task({**SLURM_ENV, "SLURM_JOB_NAME": "bash"}) is None  # an interactive shell
+    assert slurm_task({**SLURM_ENV, "SLURM_NTASKS_PER_NODE": "8"}).ntasks_per_node == 8
+    assert slurm_task({}) is None
+    assert slurm_task({**SLURM_ENV, "SLURM_JOB_NAME": "bash"}) is None  # an interactive shell
 
 
 def test_preflight_refuses_a_topology_slurm_did_not_allocate():
     with pytest.raises(ConfigError, match=r"trainer.devices=4.*2 task\(s\) per node \(SLURM_NTASKS_PER_NODE\)"):
-        cluster.preflight(TrainerConfig(devices=4, num_nodes=2), SLURM_ENV)
+        preflight(TrainerConfig(devices=4, num_nodes=2), SLURM_ENV)
     with pytest.raises(ConfigError, match=r"trainer.num_nodes=1.*2 node\(s\) \(SLURM_NNODES\)"):
-        cluster.preflight(TrainerConfig(devices=2, num_nodes=1), SLURM_ENV)
+        preflight(TrainerConfig(devices=2, num_nodes=1), SLURM_ENV)
     with pytest.raises(ConfigError, match="trainer.strategy"):
-        cluster.preflight(TrainerConfig(devices=2, num_nodes=2, strategy="ddp_spawn"), SLURM_ENV)
+        preflight(TrainerConfig(devices=2, num_nodes=2, strategy="ddp_spawn"), SLURM_ENV)
 
 
 @pytest.mark.filterwarnings("ignore:The `srun` command is available")
@@ -326,35 +329,35 @@ def test_preflight_picks_ddp_and_the_slurm_plugin(monkeypatch):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
     from lightning.pytorch.strategies import DDPStrategy
 
-    launch = cluster.preflight(TrainerConfig(devices=2, num_nodes=2), SLURM_ENV)
+    launch = preflight(TrainerConfig(devices=2, num_nodes=2), SLURM_ENV)
     assert isinstance(launch.strategy, DDPStrategy) and launch.world_size == 4
     assert launch.strategy._ddp_kwargs.get("find_unused_parameters") is True
     [plugin] = launch.plugins
     assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue is False
-    one = cluster.preflight(TrainerConfig(devices=1, num_nodes=1), {**SLURM_ENV, "SLURM_NTASKS": "1",
+    one = preflight(TrainerConfig(devices=1, num_nodes=1), {**SLURM_ENV, "SLURM_NTASKS": "1",
                                                                      "SLURM_TASKS_PER_NODE": "1", "SLURM_NNODES": "1"})
     assert one.strategy == "auto" and isinstance(one.plugins[0], SLURMEnvironment)
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
-    assert cluster.preflight(TrainerConfig()).plugins == []
+    assert preflight(TrainerConfig()).plugins == []
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "1")  # submitit_local: Lightning would re-run _submit per rank
     with pytest.raises(ConfigError, match="trainer.devices=2.*hydra/launcher=slurm"):
-        cluster.preflight(TrainerConfig(devices=2))
+        preflight(TrainerConfig(devices=2))
 
 
 def test_failure_marker_is_what_the_evaluation_reads(tmp_path):
     from flash_exp.metrics.runs import FAILED, FAILURE_MARKERS, run_state
 
-    assert cluster.FAILURE_FILE in FAILURE_MARKERS
+    assert markers.FAILURE_FILE in FAILURE_MARKERS
     try:
         raise FileNotFoundError("no teacher at /x")
     except FileNotFoundError as err:
-        path = cluster.write_failure(tmp_path, err)
+        path = markers.write_failure(tmp_path, err)
     assert path.read_text().splitlines()[0] == "FileNotFoundError: no teacher at /x"
     assert run_state(tmp_path) == (run_state(tmp_path).__class__(FAILED, "FAILED: FileNotFoundError: no teacher at /x"))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "status.json").write_text(json.dumps({"status": "failed"}))
-    cluster.clear_failure(tmp_path)  # the job runs again (requeue, re-launch)
+    markers.clear_failure(tmp_path)  # the job runs again (requeue, re-launch)
     assert not path.exists() and (tmp_path / "FAILED.1").is_file() and not (tmp_path / "eval" / "status.json").exists()
     assert run_state(tmp_path).status != FAILED
 
@@ -362,9 +365,9 @@ def test_failure_marker_is_what_the_evaluation_reads(tmp_path):
 def test_state_digest_sees_every_bit():
     a = {"w": torch.zeros(3, dtype=torch.bfloat16), "b": torch.ones(2)}
     b = {"b": torch.ones(2), "w": torch.zeros(3, dtype=torch.bfloat16)}
-    assert cluster.state_digest(a) == cluster.state_digest(b)
+    assert rank_digest.state_digest(a) == rank_digest.state_digest(b)
     b["b"] = torch.tensor([1.0, 1.0 + 2**-23])
-    assert cluster.state_digest(a) != cluster.state_digest(b)
+    assert rank_digest.state_digest(a) != rank_digest.state_digest(b)
 
 
 BACKBONES = sorted(p.stem for p in (REPO / "conf" / "backbone").glob("*.yaml"))
@@ -409,7 +412,7 @@ def _compose_with_hydra(overrides: list[str]):
     from flash_exp import plan
     from flash_exp.config import compose
 
-    cluster.register_resolvers()
+    register_launcher_resolvers()
     plan.register_comment_resolver()
     return compose(overrides, return_hydra_config=True)
 

@@ -562,7 +562,8 @@ def test_the_evaluation_scores_a_task_run_with_restoration_metrics_beside_fid(tm
     from PIL import Image
 
     from flash_exp.evaluate import EvaluateConfig, evaluate
-    from flash_exp.leaderboard import build_tables, render_markdown, restoration_columns
+    from flash_exp.leaderboard import build_tables, render_markdown
+    from flash_exp.leaderboard.cells import restoration_columns
     from flash_exp.metrics.restoration import psnr
     from flash_exp.metrics.results import iter_results, read_json, result_path
     from flash_exp.train import train

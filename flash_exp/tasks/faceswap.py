@@ -44,7 +44,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIPImageProcessor defaults
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def box_mask(box: list[float], size: int, margin: float) -> torch.Tensor:
+def face_box_mask(box: list[float], size: int, margin: float) -> torch.Tensor:
     """(1, size, size) {0, 1}: the face box (fractions) grown by ``margin`` x its side on each edge."""
     x0, y0, x1, y1 = (float(v) for v in box)
     dx, dy = margin * (x1 - x0), margin * (y1 - y0)
@@ -72,7 +72,7 @@ class FaceTransform(SampleTransform):
     def __call__(self, item: dict, generator: torch.Generator) -> dict:
         with Image.open(io.BytesIO(item.pop("reference_bytes"))) as image:
             item["reference"] = image_to_tensor(image, self.cfg.reference_size)
-        item["mask"] = box_mask(item.pop("face_box"), item["pixels"].shape[-1], self.cfg.mask_margin)
+        item["mask"] = face_box_mask(item.pop("face_box"), item["pixels"].shape[-1], self.cfg.mask_margin)
         return item
 
 
@@ -195,4 +195,4 @@ class FaceswapTask(Task):
         return {"psnr_unmasked": masked_psnr(images, (batch["pixels"].to(images) + 1) / 2, keep)}
 
 
-__all__ = ["FaceTransform", "FaceswapTask", "IdentityProjection", "box_mask", "identity_dir"]
+__all__ = ["FaceTransform", "FaceswapTask", "IdentityProjection", "face_box_mask", "identity_dir"]

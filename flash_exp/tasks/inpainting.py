@@ -29,7 +29,7 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def box_mask(size: int, coverage: float, generator: torch.Generator) -> torch.Tensor:
+def random_box_mask(size: int, coverage: float, generator: torch.Generator) -> torch.Tensor:
     """(size, size) {0, 1}: one axis-aligned box of about ``coverage`` of the image, aspect in [1/2, 2]."""
     aspect = math.exp(_uniform(generator, math.log(0.5), math.log(2.0)))
     area = coverage * size * size
@@ -79,7 +79,7 @@ def draw_mask(cfg: MaskConfig, size: int, generator: torch.Generator) -> torch.T
     if kind == "mixed":
         kind = "box" if torch.rand((), generator=generator).item() < cfg.box_prob else "stroke"
     if kind == "box":
-        return box_mask(size, coverage, generator)[None]
+        return random_box_mask(size, coverage, generator)[None]
     # strokes are drawn on a grid of at most STROKE_GRID pixels a side, then upsampled (nearest)
     side = min(size, STROKE_GRID)
     mask = stroke_mask(side, coverage, generator, tuple(cfg.stroke_width), cfg.max_strokes)
@@ -136,5 +136,5 @@ class InpaintingTask(Task):
         return {"psnr_unmasked": masked_psnr(images, target, keep), "psnr_masked": masked_psnr(images, target, 1 - keep)}
 
 
-__all__ = ["InpaintingTask", "MaskTransform", "box_mask", "draw_mask", "inpainting_concat", "masked_pixels",
+__all__ = ["InpaintingTask", "MaskTransform", "draw_mask", "inpainting_concat", "masked_pixels", "random_box_mask",
            "stroke_mask"]

@@ -38,7 +38,7 @@ from flash_exp.toyworld.teacher import (
     train_vae,
 )
 
-STAGES = ("data", "vae", "teacher", "clip")
+WORLD_STAGES = ("data", "vae", "teacher", "clip")
 SHARD_SIZE = 4000
 
 
@@ -53,8 +53,8 @@ class BuildSettings:
     clip_steps: int
 
 
-FULL = BuildSettings(train_count=16_000, heldout_count=1000, vae_steps=800, teacher_steps=1500, clip_steps=1200)
-QUICK = BuildSettings(train_count=256, heldout_count=64, vae_steps=4, teacher_steps=4, clip_steps=4)
+FULL_WORLD = BuildSettings(train_count=16_000, heldout_count=1000, vae_steps=800, teacher_steps=1500, clip_steps=1200)
+QUICK_WORLD = BuildSettings(train_count=256, heldout_count=64, vae_steps=4, teacher_steps=4, clip_steps=4)
 
 
 def _update_info(out: Path, entries: dict) -> None:

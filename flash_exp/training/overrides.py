@@ -1,4 +1,5 @@
-"""Command-line conveniences shared by the entry points that compose the training config."""
+"""Override-list helpers shared by the entry points that compose the training config: Hydra's
+``+group=`` spelling for defaults-list groups, and the jobs of a sweep with their swept values."""
 
 from __future__ import annotations
 

@@ -1,0 +1,78 @@
+"""``leaderboard.html``: a self-contained page, the tables with their FID-vs-NFE plots and sweep
+panels inlined as base64 PNGs."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flash_exp.leaderboard.anchors import Anchor
+from flash_exp.leaderboard.cells import (
+    ANCHOR_COLUMNS,
+    anchor_cells,
+    benchmarks,
+    protocol_line,
+    restoration_columns,
+    row_cells,
+    sweep_location,
+    table_columns,
+)
+from flash_exp.leaderboard.plots import fid_vs_nfe_plot, sweep_panels
+from flash_exp.leaderboard.tables import Table, sweep_title
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:nth-child(2){text-align:left}"
+         "th{background:#f3f3f3}.anchors td{color:#555;font-style:italic}.protocol{font-size:.85em;color:#444}"
+         "img{max-width:100%}summary{cursor:pointer;margin:.5em 0;color:#036}")
+
+
+FOLD_ROWS = 30  # an HTML results table longer than this starts folded
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Sequence[dict[str, Any]],
+                runs_dir: Path) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flash_exp leaderboard</title>"
+             f"<style>{STYLE}</style></head><body><h1>flash_exp leaderboard</h1>",
+             f"<p>Results under <code>{html.escape(str(runs_dir))}</code>. One table per evaluation protocol; "
+             "ranks compare rows of equal eval spec only. FID: clean-fid; CLIP: mean cosine similarity.</p>"]
+    for bench in benchmarks(tables, anchors):
+        bench_anchors = [a for a in anchors if a.benchmark == bench]
+        parts.append(f"<h2>{html.escape(bench)}</h2>")
+        for table in (t for t in tables if t.benchmark == bench):
+            parts.append(f"<p class='protocol'>Protocol: "
+                         f"{html.escape(protocol_line(table.protocol, table.protocol_hash))}</p>")
+            extra = restoration_columns(table)
+            rows = html_table(table_columns(table), (row_cells(r, extra) for r in table.rows))
+            parts.append(img_tag(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
+            # a long table (a 24-job grid has over 70 rows) folds below the plots instead of burying them
+            parts.append(rows if len(table.rows) <= FOLD_ROWS else
+                         f"<details><summary>all {len(table.rows)} results of this protocol</summary>{rows}</details>")
+            for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
+                png = sweep_panels(table, sweep)
+                if png is not None:
+                    parts.append(f"<h3>{html.escape(sweep_title(table, sweep))}</h3>"
+                                 f"<p class='protocol'>Sweep {html.escape(sweep_location(sweep, runs_dir))}</p>"
+                                 + img_tag(png, f"sweep {sweep}"))
+        if bench_anchors:
+            parts.append("<p>Published anchors (not measured here; their protocol is not fully published):</p>")
+            parts.append(html_table(ANCHOR_COLUMNS, (anchor_cells(a) for a in bench_anchors))
+                         .replace("<table>", "<table class='anchors'>"))
+    if statuses:
+        parts.append("<h2>Runs without results</h2>")
+        parts.append(html_table(("run", "status", "reason"), ([s["run"], s["status"], s["reason"]] for s in statuses)))
+    parts.append("</body></html>")
+    return "\n".join(parts)
