@@ -5,7 +5,7 @@ face-swap teachers, trained here on a CPU from the toy teacher.
 [--quick] [--seed 0]``
 
 Needs the toy world (``python -m flash_exp.toyworld``: data, VAE, teacher) under ``--root`` and writes
-``<root>/tasks/`` (see :mod:`flash_exp.toyworld.task_assets`). Every teacher is a self-contained
+``<root>/tasks/`` (see :mod:`flash_exp.config.toy_paths`). Every teacher is a self-contained
 diffusers directory (its own copy of the toy VAE, text encoder and tokenizer), so it keeps working
 with the toy backbone's code path (``backbone=toy task=<task>``):
 
@@ -51,9 +51,8 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from flash_exp.config import CannyConfig, MaskConfig
+from flash_exp.config import CannyConfig, MaskConfig, toy_paths
 from flash_exp.data.shard_writer import write_shards
-from flash_exp.toyworld import assets, task_assets
 from flash_exp.toyworld.dataset import ToyData, load_shards
 from flash_exp.toyworld.faces import iter_face_samples
 from flash_exp.toyworld.teacher import (
@@ -64,7 +63,7 @@ from flash_exp.toyworld.teacher import (
     training_scheduler,
 )
 
-STAGES = task_assets.TASKS
+STAGES = toy_paths.TOY_TASKS
 FACE_SHARD_SIZE = 4000
 CANNY = CannyConfig(low_threshold=20.0, high_threshold=60.0, blur_sigma=0.0, detect_resolution=None)
 """The toy canny settings (conf/task_backbone/adapter_canny_toy.yaml): 32 px flat shapes have weak
@@ -104,7 +103,7 @@ class Base:
 
 
 def load_base(root: Path) -> Base:
-    teacher = assets.teacher_dir(root)
+    teacher = toy_paths.teacher_dir(root)
     vae = AutoencoderKL.from_pretrained(teacher, subfolder="vae").eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(teacher, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(teacher, subfolder="text_encoder").eval().requires_grad_(False)
@@ -339,9 +338,9 @@ class FaceData:
 def build_faces(out: Path, settings: TaskBuildSettings, seed: int) -> None:
     directory = out / "faces"
     for split, count in (("train", settings.face_train_count), ("heldout", settings.face_heldout_count)):
-        for old in directory.glob(f"{split}-*{assets.SHARD_SUFFIX}"):
+        for old in directory.glob(f"{split}-*{toy_paths.SHARD_SUFFIX}"):
             old.unlink()
-        write_shards(iter_face_samples(seed, split, count), str(directory / f"{split}-%06d{assets.SHARD_SUFFIX}"),
+        write_shards(iter_face_samples(seed, split, count), str(directory / f"{split}-%06d{toy_paths.SHARD_SUFFIX}"),
                      FACE_SHARD_SIZE)
 
 
@@ -372,7 +371,7 @@ def build_faceswap(base: Base, out: Path, settings: TaskBuildSettings, seed: int
 
     torch.manual_seed(seed)
     build_faces(out, settings, seed)
-    faces = load_faces(task_assets.faces_shards("train", out))
+    faces = load_faces(toy_paths.faces_shards("train", out))
     inpainting = out / "inpainting" / "unet"
     if inpainting.is_dir():  # start from the inpainting teacher: it already fills holes
         unet = UNet2DConditionModel.from_pretrained(inpainting)
@@ -423,9 +422,9 @@ def toy_task_config(task: str, root: Path, out: Path, *overrides: str):
         return "[" + ",".join(paths) + "]"
 
     if task == "faceswap":
-        train, heldout = task_assets.faces_shards("train", out), task_assets.faces_shards("heldout", out)
+        train, heldout = toy_paths.faces_shards("train", out), toy_paths.faces_shards("heldout", out)
     else:
-        train, heldout = assets.train_shards(root), assets.heldout_shards(root)
+        train, heldout = toy_paths.train_shards(root), toy_paths.heldout_shards(root)
     items = ["backbone=toy", f"task={task}", f"backbone.pretrained={out / task}", f"data.shards={listed(train)}",
              f"task.grid_shards={listed(heldout)}"]
     if task == "adapter_canny":
@@ -456,20 +455,20 @@ BUILDERS: dict[str, Callable] = {
 
 
 def _update_info(out: Path, task: str, entry: dict) -> None:
-    path = out / task_assets.INFO_FILE
+    path = out / toy_paths.TASKS_RECORD
     record = json.loads(path.read_text()) if path.exists() else {}
     record[task] = entry
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def build(root: Path = assets.ASSETS, stages: list[str] | tuple[str, ...] = STAGES, quick: bool = False,
+def build(root: Path = toy_paths.ASSETS, stages: list[str] | tuple[str, ...] = STAGES, quick: bool = False,
           seed: int = 0, evaluate: bool = True, log: Callable[[str], None] = print) -> dict:
     """Build the toy teachers of ``stages`` into ``<root>/tasks``; returns the build record."""
     settings = QUICK if quick else FULL
     out = root / "tasks"
     out.mkdir(parents=True, exist_ok=True)
     base = load_base(root)
-    data = load_shards(assets.train_shards(root)) if set(stages) - {"faceswap"} else None
+    data = load_shards(toy_paths.train_shards(root)) if set(stages) - {"faceswap"} else None
     for stage in STAGES:
         if stage not in stages:
             continue
@@ -487,12 +486,12 @@ def build(root: Path = assets.ASSETS, stages: list[str] | tuple[str, ...] = STAG
             log(f"[toyworld.tasks] {stage}: teacher on {settings.eval_count} held-out conditions "
                 f"({time.perf_counter() - start:.1f} s): {entry['teacher_metrics']}")
         _update_info(out, stage, entry)
-    return json.loads((out / task_assets.INFO_FILE).read_text())
+    return json.loads((out / toy_paths.TASKS_RECORD).read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=assets.ASSETS, help="the toy world (default: shipped assets)")
+    parser.add_argument("--root", type=Path, default=toy_paths.ASSETS, help="the toy world (default: shipped assets)")
     parser.add_argument("--only", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--quick", action="store_true", help="tiny step counts (tests)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out PSNR / SSIM of each teacher")
