@@ -93,12 +93,13 @@ def write_tiny_clip(directory: Path, name: str = TINY_CLIP) -> Path:
 
 def write_toy_clip_dir(directory: Path) -> Path:
     """A toy-CLIP directory (config + random weights) in the toy world's layout."""
-    from flash_exp.toyworld.clip import MODEL_NAME, WEIGHTS_FILE, write_config
+    from flash_exp.config.toy_paths import CLIP_MODEL_NAME, CLIP_WEIGHTS_FILE
+    from flash_exp.toyworld.clip import write_config
 
     write_config(directory)
     torch.manual_seed(0)
-    model = open_clip.create_model(MODEL_NAME, pretrained=None)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / WEIGHTS_FILE))
+    model = open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / CLIP_WEIGHTS_FILE))
     return directory
 
 

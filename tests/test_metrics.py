@@ -144,11 +144,11 @@ def test_clip_image_tower_is_a_fid_feature_extractor(toy_clip_dir, tmp_path):
 
 
 def test_toy_clip_prefers_own_captions_over_shuffled_ones():
-    from flash_exp.toyworld import assets
+    from flash_exp.config import toy_paths
 
     try:
-        shards = assets.heldout_shards()
-        assets.clip_weights()
+        shards = toy_paths.heldout_shards()
+        toy_paths.clip_weights()
     except FileNotFoundError as err:
         pytest.skip(f"toy-world assets are not built (`make toyworld`): {err}")
     import tempfile

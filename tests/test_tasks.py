@@ -486,9 +486,9 @@ def test_the_exported_student_loads_into_the_diffusers_inpainting_pipeline(tmp_p
 
 # ------------------------------------------------------------------------------------ toy world (slow)
 def toy_world_built() -> bool:
-    from flash_exp.toyworld import assets
+    from flash_exp.config import toy_paths
 
-    return (assets.ASSETS / "teacher" / "model_index.json").is_file()
+    return (toy_paths.ASSETS / "teacher" / "model_index.json").is_file()
 
 
 @pytest.mark.slow
@@ -497,13 +497,13 @@ def test_the_toy_task_builder_runs_quick(tmp_path):
     """``python -m flash_exp.toyworld.tasks --quick`` on a copy of the toy world's teacher and a few shards."""
     import shutil
 
+    from flash_exp.config import toy_paths
     from flash_exp.data.shard_writer import write_shards
-    from flash_exp.toyworld import assets
     from flash_exp.toyworld.shapes import iter_samples
     from flash_exp.toyworld.tasks import build
 
     root = tmp_path / "world"
-    shutil.copytree(assets.ASSETS / "teacher", root / "teacher")
+    shutil.copytree(toy_paths.ASSETS / "teacher", root / "teacher")
     write_shards(iter_samples(0, "train", 32), str(root / "data" / "train-%06d.tar.gz"), 32)
     write_shards(iter_samples(0, "heldout", 8), str(root / "data" / "heldout-%06d.tar.gz"), 8)
     record = build(root, quick=True)
@@ -524,9 +524,9 @@ TOY_MARGINS = {  # the condition score of the student at 2 NFE must beat that of
 
 
 def toy_tasks_built() -> bool:
-    from flash_exp.toyworld import task_assets
+    from flash_exp.config import toy_paths
 
-    return all((task_assets.TASK_ASSETS / t / "model_index.json").is_file() for t in task_assets.TASKS)
+    return all((toy_paths.TASK_ASSETS / t / "model_index.json").is_file() for t in toy_paths.TOY_TASKS)
 
 
 @pytest.mark.slow

@@ -15,9 +15,10 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 from transformers import CLIPTokenizer
 
+from flash_exp.config import toy_paths
 from flash_exp.data.shard_writer import write_shards
-from flash_exp.toyworld import assets
-from flash_exp.toyworld.clip import MODEL_NAME, TOY_CLIP_CONFIG, load_toy_clip, register
+from flash_exp.metrics.toy_clip import load_toy_clip, register
+from flash_exp.toyworld.clip import TOY_CLIP_CONFIG
 from flash_exp.toyworld.quality import CLIP_THRESHOLD, TEACHER_THRESHOLD, measure
 from flash_exp.toyworld.shapes import (
     BACKGROUNDS,
@@ -97,7 +98,7 @@ def test_write_shards_encodes_pil_images(tmp_path: Path) -> None:
 
 
 def test_shipped_shards_have_captions_and_spread_scores() -> None:
-    samples = _read(assets.train_shards()[:1])
+    samples = _read(toy_paths.train_shards()[:1])
     assert len(samples) >= 1000
     scores = np.array([meta["aesthetic_score"] for _, meta in samples])
     for image, meta in samples[:50]:
@@ -105,7 +106,7 @@ def test_shipped_shards_have_captions_and_spread_scores() -> None:
         parse_caption(meta["caption"])
     assert 0.5 < scores.std() < 2.0
     assert 0.6 < (scores >= 5.0).mean() < 0.95
-    assert len(_read(assets.heldout_shards())) == assets.info()["splits"]["heldout"]
+    assert len(_read(toy_paths.heldout_shards())) == toy_paths.toyworld_info()["splits"]["heldout"]
 
 
 def test_tokenizer_has_one_token_per_caption_word_and_reloads(tmp_path: Path) -> None:
@@ -126,9 +127,9 @@ def test_tokenizer_has_one_token_per_caption_word_and_reloads(tmp_path: Path) ->
 
 
 def test_shipped_teacher_loads_and_generates_32px_images() -> None:
-    pipe = StableDiffusionPipeline.from_pretrained(assets.teacher_dir())
+    pipe = StableDiffusionPipeline.from_pretrained(toy_paths.teacher_dir())
     pipe.set_progress_bar_config(disable=True)
-    info = assets.info()
+    info = toy_paths.toyworld_info()
     assert type(pipe.scheduler).__name__ == info["teacher_sampling"]["scheduler"]
     assert pipe.vae.config.scaling_factor == pytest.approx(info["vae_scaling_factor"])
     assert pipe.unet.config.sample_size == info["latent_shape"][1] == 16
@@ -148,14 +149,14 @@ def test_shipped_toy_clip_loads_and_embeds() -> None:
         text_features = model.encode_text(tokenizer(all_captions()[:5]), normalize=True)
     assert image_features.shape == (2, EMBED_DIM) and text_features.shape == (5, EMBED_DIM)
     assert torch.allclose(image_features.norm(dim=-1), torch.ones(2), atol=1e-5)
-    register(assets.clip_dir() / f"{MODEL_NAME}.json")
-    same, _, _ = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=str(assets.clip_weights()))
+    register(toy_paths.clip_dir() / toy_paths.CLIP_CONFIG_FILE)
+    same, _, _ = open_clip.create_model_and_transforms(toy_paths.CLIP_MODEL_NAME, pretrained=str(toy_paths.clip_weights()))
     with torch.no_grad():
         assert torch.allclose(same.eval().encode_image(pixels, normalize=True), image_features, atol=1e-6)
 
 
 def test_missing_assets_name_the_build_command(tmp_path: Path) -> None:
-    for accessor in (assets.teacher_dir, assets.clip_weights, assets.train_shards, assets.info):
+    for accessor in (toy_paths.teacher_dir, toy_paths.clip_weights, toy_paths.train_shards, toy_paths.toyworld_info):
         with pytest.raises(FileNotFoundError, match="make toyworld"):
             accessor(tmp_path)
 
@@ -165,15 +166,15 @@ def test_quick_build_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "toy"
     subprocess.run([sys.executable, "-m", "flash_exp.toyworld", "--quick", "--out", str(out)], check=True,
                    timeout=240)
-    info = assets.info(out)
+    info = toy_paths.toyworld_info(out)
     assert info["seed"] == 0 and info["splits"] == {"train": 256, "heldout": 64}
     assert info["latent_shape"] == [4, 16, 16] and info["vae_scaling_factor"] > 0
-    assert len(_read(assets.train_shards(out))) == 256
-    pipe = StableDiffusionPipeline.from_pretrained(assets.teacher_dir(out))
+    assert len(_read(toy_paths.train_shards(out))) == 256
+    pipe = StableDiffusionPipeline.from_pretrained(toy_paths.teacher_dir(out))
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a blue square on a gray background", num_inference_steps=1, output_type="pil").images[0]
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
-    model, preprocess, _ = load_toy_clip(assets.clip_dir(out))
+    model, preprocess, _ = load_toy_clip(toy_paths.clip_dir(out))
     with torch.no_grad():
         assert model.encode_image(preprocess(image)[None]).shape == (1, EMBED_DIM)
 

@@ -59,19 +59,19 @@ TEACHER_INVALID = [
 @pytest.mark.parametrize(("overrides", "key"), TEACHER_INVALID)
 def test_values_checked_against_the_teachers_config_files(overrides, key):
     from flash_exp.backbones.preflight import check_against_pretrained
-    from flash_exp.toyworld import assets
+    from flash_exp.config import toy_paths
 
     cfg = validate(compose(["data.shards=[x]", *overrides]))
     with pytest.raises(ConfigError) as err:
-        check_against_pretrained(cfg, assets.teacher_dir())
+        check_against_pretrained(cfg, toy_paths.teacher_dir())
     assert err.value.key == key
 
 
 def test_every_shipped_backbone_passes_the_teacher_checks():
     from flash_exp.backbones.preflight import check_against_pretrained, check_scheduler_names
-    from flash_exp.toyworld import assets
+    from flash_exp.config import toy_paths
 
-    check_against_pretrained(validate(compose(["data.shards=[x]"])), assets.teacher_dir())
+    check_against_pretrained(validate(compose(["data.shards=[x]"])), toy_paths.teacher_dir())
     for name in ("sd15", "sdxl", "pixart", "sd3"):
         check_scheduler_names(validate(compose([f"backbone={name}", "backbone.pretrained=/x", "data.shards=[x]"])))
 

@@ -7,6 +7,7 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.features`    FID feature extractors (Inception file, a CLIP image tower)
 * :mod:`~flash_exp.metrics.fid`         features through clean-fid, Gaussian statistics, cached references
 * :mod:`~flash_exp.metrics.clip_score`  open_clip models from local files and the cosine CLIP score
+* :mod:`~flash_exp.metrics.toy_clip`    the shipped toy CLIP, registered with open_clip and loaded
 * :mod:`~flash_exp.metrics.prompts`     a prompt set: ordered prompts, reference images, provenance
 * :mod:`~flash_exp.metrics.coco`        COCO caption annotations -> a deterministic prompt set
 * :mod:`~flash_exp.metrics.toy`         the toy world's held-out shards -> prompts and reference images

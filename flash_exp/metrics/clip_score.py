@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from flash_exp.config import toy_paths
 from flash_exp.metrics.hashing import file_sha256
 from flash_exp.metrics.images import CenterCropResize
 
@@ -115,15 +116,15 @@ def open_clip_model(name: str, tag: str, weights: str | Path, device: str | torc
 
 def toy_clip_model(clip_dir: Path | None = None, device: str | torch.device = "cpu",
                    memo_dir: Path | None = None) -> ClipModel:
-    """The toy world's CLIP (``flash_exp.toyworld.clip``); ``clip_dir`` defaults to the shipped assets."""
-    from flash_exp.toyworld import assets
-    from flash_exp.toyworld.clip import MODEL_NAME, WEIGHTS_FILE, load_toy_clip
+    """The toy world's CLIP (:mod:`flash_exp.metrics.toy_clip`); ``clip_dir`` defaults to the shipped assets."""
+    from flash_exp.metrics.toy_clip import load_toy_clip
 
-    directory = Path(clip_dir) if clip_dir is not None else assets.clip_dir()
-    weights = directory / WEIGHTS_FILE
+    directory = Path(clip_dir) if clip_dir is not None else toy_paths.clip_dir()
+    weights = directory / toy_paths.CLIP_WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"toy CLIP weights {weights} are missing; build them with `make toyworld`")
-    return ClipModel(MODEL_NAME, "toyworld", weights, lambda: load_toy_clip(directory, device=device), memo_dir)
+    return ClipModel(toy_paths.CLIP_MODEL_NAME, "toyworld", weights, lambda: load_toy_clip(directory, device=device),
+                     memo_dir)
 
 
 def _open_cropped(path: Path, crop: CenterCropResize) -> Image.Image:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from flash_exp.config import ConfigError
+from flash_exp.config import ConfigError, toy_paths
 from flash_exp.files import write_bytes_atomic, write_text_atomic
 from flash_exp.metrics.hashing import file_sha256, sha256_json
 from flash_exp.metrics.prompts import PromptSet, normalise_caption
@@ -37,9 +37,7 @@ def _extract(shards: Sequence[str], directory: Path) -> list[str]:
 def toy_prompt_set(num_images: int, cache_dir: Path, shards: Sequence[str] | None = None) -> PromptSet:
     """Prompts and reference images of the toy benchmark; ``shards`` default to the shipped held-out ones."""
     if shards is None:
-        from flash_exp.toyworld import assets
-
-        shards = assets.heldout_shards()
+        shards = toy_paths.heldout_shards()
     digest = sha256_json([file_sha256(Path(s)) for s in shards])
     directory = Path(cache_dir) / REFERENCE_DIR / digest[:16]
     done = directory / DONE_FILE

@@ -11,13 +11,13 @@ import argparse
 import time
 from pathlib import Path
 
-from flash_exp.toyworld import assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.build import FULL_WORLD, QUICK_WORLD, WORLD_STAGES, build
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=assets.ASSETS, help="output directory (default: shipped assets)")
+    parser.add_argument("--out", type=Path, default=toy_paths.ASSETS, help="output directory (default: shipped assets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=",".join(WORLD_STAGES),
                         help=f"comma-separated subset of {','.join(WORLD_STAGES)}")

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from flash_exp.config import toy_paths
 from flash_exp.data.shard_writer import write_shards
-from flash_exp.toyworld import assets
-from flash_exp.toyworld.clip import MODEL_NAME, train_toy_clip
+from flash_exp.toyworld.clip import train_toy_clip
 from flash_exp.toyworld.dataset import load_shards
 from flash_exp.toyworld.shapes import IMAGE_SIZE, caption_words, iter_samples
 from flash_exp.toyworld.teacher import (
@@ -59,7 +59,7 @@ QUICK_WORLD = BuildSettings(train_count=256, heldout_count=64, vae_steps=4, teac
 
 def _update_info(out: Path, entries: dict) -> None:
     """Merge ``entries`` into ``out/toyworld.json``."""
-    path = out / assets.INFO_FILE
+    path = out / toy_paths.TOYWORLD_RECORD
     record = json.loads(path.read_text()) if path.exists() else {}
     record.update(entries)
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -68,9 +68,9 @@ def _update_info(out: Path, entries: dict) -> None:
 def build_data(out: Path, settings: BuildSettings, seed: int) -> dict:
     """Write ``train-*.tar.gz`` and ``heldout-*.tar.gz`` under ``out/data``; returns its build record."""
     for split, count in (("train", settings.train_count), ("heldout", settings.heldout_count)):
-        for old in (out / "data").glob(f"{split}-*{assets.SHARD_SUFFIX}"):
+        for old in (out / "data").glob(f"{split}-*{toy_paths.SHARD_SUFFIX}"):
             old.unlink()
-        write_shards(iter_samples(seed, split, count), str(out / "data" / f"{split}-%06d{assets.SHARD_SUFFIX}"),
+        write_shards(iter_samples(seed, split, count), str(out / "data" / f"{split}-%06d{toy_paths.SHARD_SUFFIX}"),
                      SHARD_SIZE)
     return {"seed": seed, "image_size": IMAGE_SIZE,
             "splits": {"train": settings.train_count, "heldout": settings.heldout_count}}
@@ -78,7 +78,7 @@ def build_data(out: Path, settings: BuildSettings, seed: int) -> dict:
 
 def build_vae(out: Path, settings: BuildSettings, seed: int) -> dict:
     """Train the VAE on the train shards and save it to ``out/teacher/vae``; returns its build record."""
-    vae = train_vae(load_shards(assets.train_shards(out)), settings.vae_steps, seed=seed)
+    vae = train_vae(load_shards(toy_paths.train_shards(out)), settings.vae_steps, seed=seed)
     vae.save_pretrained(out / "teacher" / "vae", safe_serialization=True)
     return {"latent_shape": [LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE],
             "vae_scaling_factor": vae.config.scaling_factor}
@@ -89,7 +89,7 @@ def build_teacher(out: Path, settings: BuildSettings, seed: int) -> dict:
     returns its build record."""
     vae = AutoencoderKL.from_pretrained(out / "teacher" / "vae")
     tokenizer = build_tokenizer(caption_words())
-    data = load_shards(assets.train_shards(out))
+    data = load_shards(toy_paths.train_shards(out))
     unet, text_encoder = train_denoiser(vae, tokenizer, data, settings.teacher_steps, seed=seed)
     budget = SamplingBudget()
     save_teacher(out / "teacher", vae, unet, text_encoder, tokenizer, budget)
@@ -98,9 +98,9 @@ def build_teacher(out: Path, settings: BuildSettings, seed: int) -> dict:
 
 def build_clip(out: Path, settings: BuildSettings, seed: int) -> dict:
     """Train the toy CLIP on the train shards and save it to ``out/clip``; returns its build record."""
-    train_toy_clip(load_shards(assets.train_shards(out)), out / "clip", settings.clip_steps, seed=seed,
+    train_toy_clip(load_shards(toy_paths.train_shards(out)), out / "clip", settings.clip_steps, seed=seed,
                    progress_position=1)
-    return {"clip_model": MODEL_NAME}
+    return {"clip_model": toy_paths.CLIP_MODEL_NAME}
 
 
 BUILDERS = {"data": build_data, "vae": build_vae, "teacher": build_teacher, "clip": build_clip}

@@ -1,15 +1,15 @@
-"""The toy CLIP: a tiny open_clip model ("toy-clip") trained contrastively on the shapes captions.
+"""Training of the toy CLIP: a tiny open_clip model ("toy-clip") trained contrastively on the shapes captions.
 
 It works on 32x32 images (its preprocess resizes and centre-crops any PIL image to 32x32) and
 uses open_clip's standard BPE tokenizer (vocabulary 49408, context 16 tokens). Image and text
 embeddings have ``TOY_CLIP_CONFIG["embed_dim"]`` (64) dimensions. Since the toy world has only
-150 distinct captions, each training image is contrasted with all of them at every step.
+150 distinct captions, each training image is contrasted with all of them at every step. Loading the
+trained model for scoring is :func:`flash_exp.metrics.toy_clip.load_toy_clip`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import open_clip
@@ -20,11 +20,9 @@ from safetensors.torch import save_file
 from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm import tqdm
 
+from flash_exp.config.toy_paths import CLIP_CONFIG_FILE, CLIP_MODEL_NAME, CLIP_WEIGHTS_FILE
+from flash_exp.metrics.toy_clip import register
 from flash_exp.toyworld.dataset import ToyData
-
-MODEL_NAME = "toy-clip"
-CONFIG_FILE = f"{MODEL_NAME}.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
 
 TOY_CLIP_CONFIG: dict = {
     "embed_dim": 64,
@@ -34,17 +32,10 @@ TOY_CLIP_CONFIG: dict = {
 }
 
 
-def register(config_path: Path) -> None:
-    """Register the "toy-clip" architecture from ``config_path`` (a copy of TOY_CLIP_CONFIG) with open_clip."""
-    if not config_path.is_file():
-        raise FileNotFoundError(f"toy CLIP config {config_path} is missing; run `make toyworld`")
-    open_clip.add_model_config(config_path)
-
-
 def write_config(clip_dir: Path) -> Path:
     """Write TOY_CLIP_CONFIG to ``clip_dir/toy-clip.json`` and register it; returns the path."""
     clip_dir.mkdir(parents=True, exist_ok=True)
-    path = clip_dir / CONFIG_FILE
+    path = clip_dir / CLIP_CONFIG_FILE
     path.write_text(json.dumps(TOY_CLIP_CONFIG, indent=2) + "\n")
     register(path)
     return path
@@ -85,8 +76,8 @@ def train_toy_clip(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     write_config(clip_dir)
-    model = open_clip.create_model(MODEL_NAME, pretrained=None)
-    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+    model = open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
     vocabulary = sorted(set(data.captions))
     caption_ids = torch.tensor([vocabulary.index(c) for c in data.captions])
     tokens = tokenizer(vocabulary)  # (C, 16): every distinct caption, encoded at each step
@@ -109,29 +100,8 @@ def train_toy_clip(
         schedule.step()
         progress.set_postfix(loss=f"{loss.item():.3f}")
 
-    weights = clip_dir / WEIGHTS_FILE
+    weights = clip_dir / CLIP_WEIGHTS_FILE
     # stored in half precision to keep the shipped assets small; open_clip loads it into float32
     save_file({k: (v.half() if v.is_floating_point() else v).detach().contiguous()
                for k, v in model.state_dict().items()}, weights)
     return weights
-
-
-def load_toy_clip(
-    clip_dir: Path | None = None, device: str | torch.device = "cpu"
-) -> tuple[open_clip.CLIP, Callable, Callable]:
-    """Load the trained toy CLIP: ``(model, preprocess, tokenizer)``, model in eval mode.
-
-    ``preprocess`` maps a PIL image of any size to a (3, 32, 32) float tensor; ``tokenizer`` maps a
-    list of strings to (N, 16) token ids. ``clip_dir`` defaults to the shipped assets.
-    """
-    if clip_dir is None:
-        from flash_exp.toyworld import assets
-
-        clip_dir = assets.clip_dir()
-    register(clip_dir / CONFIG_FILE)
-    weights = clip_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"toy CLIP weights {weights} are missing; run `make toyworld`")
-    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=str(weights), device=device)
-    model.eval()
-    return model, preprocess, open_clip.get_tokenizer(MODEL_NAME)

@@ -24,8 +24,8 @@ import webdataset as wds
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from flash_exp.toyworld import assets
-from flash_exp.toyworld.clip import load_toy_clip
+from flash_exp.config import toy_paths
+from flash_exp.metrics.toy_clip import load_toy_clip
 from flash_exp.toyworld.shapes import all_captions, parse_caption
 from flash_exp.toyworld.teacher import SamplingBudget
 
@@ -67,7 +67,7 @@ class CaptionJudge:
 
 def load_heldout(root: Path, count: int | None = None) -> tuple[list[Image.Image], list[str]]:
     """The first ``count`` (default: all) held-out images, as 32x32 PIL images, with their captions."""
-    dataset = wds.WebDataset(assets.heldout_shards(root), shardshuffle=False).decode("pil").to_tuple("jpg", "json")
+    dataset = wds.WebDataset(toy_paths.heldout_shards(root), shardshuffle=False).decode("pil").to_tuple("jpg", "json")
     images, captions = [], []
     for image, meta in islice(dataset, count):
         images.append(image.convert("RGB"))
@@ -89,18 +89,18 @@ def teacher_samples(teacher_dir: Path, prompts: Sequence[str], budget: SamplingB
     return images
 
 
-def measure(root: Path = assets.ASSETS, clip_count: int | None = None, teacher_count: int = 200,
+def measure(root: Path = toy_paths.ASSETS, clip_count: int | None = None, teacher_count: int = 200,
             seed: int = 0, progress: Callable[[str], None] = print) -> QualityReport:
     """Measure both accuracies on the assets under ``root``."""
     start = time.perf_counter()
-    judge = CaptionJudge(assets.clip_dir(root))
+    judge = CaptionJudge(toy_paths.clip_dir(root))
     images, captions = load_heldout(root, clip_count)
     clip_accuracy = judge.accuracy(images, captions)
     progress(f"toy CLIP zero-shot accuracy on {len(images)} held-out images: {clip_accuracy:.3f}")
 
     prompts = random.Random(seed).choices(load_heldout(root)[1], k=teacher_count)
-    budget = SamplingBudget(**assets.info(root)["teacher_sampling"])
-    generated = teacher_samples(assets.teacher_dir(root), prompts, budget, seed=seed)
+    budget = SamplingBudget(**toy_paths.toyworld_info(root)["teacher_sampling"])
+    generated = teacher_samples(toy_paths.teacher_dir(root), prompts, budget, seed=seed)
     teacher_accuracy = judge.accuracy(generated, prompts)
     progress(f"teacher accuracy ({budget.scheduler}, {budget.num_inference_steps} steps, "
              f"CFG {budget.guidance_scale}) on {teacher_count} samples: {teacher_accuracy:.3f}")
@@ -109,7 +109,7 @@ def measure(root: Path = assets.ASSETS, clip_count: int | None = None, teacher_c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=assets.ASSETS, help="toy-world assets directory")
+    parser.add_argument("--root", type=Path, default=toy_paths.ASSETS, help="toy-world assets directory")
     parser.add_argument("--clip-count", type=int, default=None, help="held-out images to score (default: all)")
     parser.add_argument("--teacher-count", type=int, default=200, help="teacher samples to generate and score")
     parser.add_argument("--seed", type=int, default=0)

@@ -5,7 +5,7 @@ face-swap teachers, trained here on a CPU from the toy teacher.
 [--quick] [--seed 0]``
 
 Needs the toy world (``python -m flash_exp.toyworld``: data, VAE, teacher) under ``--root`` and writes
-``<root>/tasks/`` (see :mod:`flash_exp.toyworld.task_assets`). Every teacher is a self-contained
+``<root>/tasks/`` (see :mod:`flash_exp.config.toy_paths`). Every teacher is a self-contained
 diffusers directory (its own copy of the toy VAE, text encoder and tokenizer), so it keeps working
 with the toy backbone's code path (``backbone=toy task=<task>``):
 
@@ -30,14 +30,14 @@ import argparse
 import time
 from pathlib import Path
 
-from flash_exp.toyworld import assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.tasks.builders import build
 from flash_exp.toyworld.tasks.settings import TASK_STAGES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=assets.ASSETS, help="the toy world (default: shipped assets)")
+    parser.add_argument("--root", type=Path, default=toy_paths.ASSETS, help="the toy world (default: shipped assets)")
     parser.add_argument("--only", default=",".join(TASK_STAGES), help=f"comma-separated subset of {','.join(TASK_STAGES)}")
     parser.add_argument("--quick", action="store_true", help="tiny step counts (tests)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out PSNR / SSIM of each teacher")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from flash_exp.toyworld import assets, task_assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.dataset import load_shards
 from flash_exp.toyworld.tasks.adapter_teacher import build_adapter_canny
 from flash_exp.toyworld.tasks.evaluation import evaluate_teacher
@@ -28,20 +28,20 @@ BUILDERS: dict[str, Callable] = {
 
 
 def _update_info(out: Path, task: str, entry: dict) -> None:
-    path = out / task_assets.INFO_FILE
+    path = out / toy_paths.TASKS_RECORD
     record = json.loads(path.read_text()) if path.exists() else {}
     record[task] = entry
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def build(root: Path = assets.ASSETS, stages: list[str] | tuple[str, ...] = TASK_STAGES, quick: bool = False,
+def build(root: Path = toy_paths.ASSETS, stages: list[str] | tuple[str, ...] = TASK_STAGES, quick: bool = False,
           seed: int = 0, evaluate: bool = True, log: Callable[[str], None] = print) -> dict:
     """Build the toy teachers of ``stages`` into ``<root>/tasks``; returns the build record."""
     settings = QUICK_TASKS if quick else FULL_TASKS
     out = root / "tasks"
     out.mkdir(parents=True, exist_ok=True)
     base = load_base(root)
-    data = load_shards(assets.train_shards(root)) if set(stages) - {"faceswap"} else None
+    data = load_shards(toy_paths.train_shards(root)) if set(stages) - {"faceswap"} else None
     for stage in TASK_STAGES:
         if stage not in stages:
             continue
@@ -59,4 +59,4 @@ def build(root: Path = assets.ASSETS, stages: list[str] | tuple[str, ...] = TASK
             log(f"[toyworld.tasks] {stage}: teacher on {settings.eval_count} held-out conditions "
                 f"({time.perf_counter() - start:.1f} s): {entry['teacher_metrics']}")
         _update_info(out, stage, entry)
-    return json.loads((out / task_assets.INFO_FILE).read_text())
+    return json.loads((out / toy_paths.TASKS_RECORD).read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flash_exp.toyworld import assets, task_assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.tasks.settings import TaskBuildSettings
 
 
@@ -18,9 +18,9 @@ def toy_task_config(task: str, root: Path, out: Path, *overrides: str):
         return "[" + ",".join(paths) + "]"
 
     if task == "faceswap":
-        train, heldout = task_assets.faces_shards("train", out), task_assets.faces_shards("heldout", out)
+        train, heldout = toy_paths.faces_shards("train", out), toy_paths.faces_shards("heldout", out)
     else:
-        train, heldout = assets.train_shards(root), assets.heldout_shards(root)
+        train, heldout = toy_paths.train_shards(root), toy_paths.heldout_shards(root)
     items = ["backbone=toy", f"task={task}", f"backbone.pretrained={out / task}", f"data.shards={listed(train)}",
              f"task.grid_shards={listed(heldout)}"]
     if task == "adapter_canny":

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from flash_exp.config import toy_paths
 from flash_exp.data.shard_writer import write_shards
-from flash_exp.toyworld import assets
 from flash_exp.toyworld.faces import iter_face_samples
 from flash_exp.toyworld.tasks.settings import FACE_SHARD_SIZE, TaskBuildSettings
 
@@ -28,9 +28,9 @@ def build_faces(out: Path, settings: TaskBuildSettings, seed: int) -> None:
     """Write the train and held-out face shards into ``<out>/faces`` (replacing earlier ones)."""
     directory = out / "faces"
     for split, count in (("train", settings.face_train_count), ("heldout", settings.face_heldout_count)):
-        for old in directory.glob(f"{split}-*{assets.SHARD_SUFFIX}"):
+        for old in directory.glob(f"{split}-*{toy_paths.SHARD_SUFFIX}"):
             old.unlink()
-        write_shards(iter_face_samples(seed, split, count), str(directory / f"{split}-%06d{assets.SHARD_SUFFIX}"),
+        write_shards(iter_face_samples(seed, split, count), str(directory / f"{split}-%06d{toy_paths.SHARD_SUFFIX}"),
                      FACE_SHARD_SIZE)
 
 

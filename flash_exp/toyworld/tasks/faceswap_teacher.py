@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from flash_exp.toyworld import task_assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.tasks.face_data import build_faces, load_faces
 from flash_exp.toyworld.tasks.finetune import (
     Base,
@@ -40,7 +40,7 @@ def build_faceswap(base: Base, out: Path, settings: TaskBuildSettings, seed: int
 
     torch.manual_seed(seed)
     build_faces(out, settings, seed)
-    faces = load_faces(task_assets.faces_shards("train", out))
+    faces = load_faces(toy_paths.faces_shards("train", out))
     inpainting = out / "inpainting" / "unet"
     if inpainting.is_dir():  # start from the inpainting teacher: it already fills holes
         unet = UNet2DConditionModel.from_pretrained(inpainting)

@@ -15,7 +15,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from flash_exp.toyworld import assets
+from flash_exp.config import toy_paths
 from flash_exp.toyworld.dataset import ToyData
 from flash_exp.toyworld.teacher import MAX_TOKENS, SD_NOISE_SCHEDULE, encode_posteriors, training_scheduler
 
@@ -32,7 +32,7 @@ class Base:
 
 def load_base(root: Path) -> Base:
     """The toy teacher under ``root``, frozen and in eval mode."""
-    teacher = assets.teacher_dir(root)
+    teacher = toy_paths.teacher_dir(root)
     vae = AutoencoderKL.from_pretrained(teacher, subfolder="vae").eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(teacher, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(teacher, subfolder="text_encoder").eval().requires_grad_(False)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flash_exp.config import CannyConfig
-from flash_exp.toyworld import task_assets
+from flash_exp.config import CannyConfig, toy_paths
 
-TASK_STAGES = task_assets.TASKS
+TASK_STAGES = toy_paths.TOY_TASKS
 FACE_SHARD_SIZE = 4000
 CANNY = CannyConfig(low_threshold=20.0, high_threshold=60.0, blur_sigma=0.0, detect_resolution=None)
 """The toy canny settings (conf/task_backbone/adapter_canny_toy.yaml): 32 px flat shapes have weak
