@@ -40,6 +40,17 @@ def eps_of(unet, x, t, states):
 
 
 # ---------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(("override", "message"), [
+    ("method.lcm.num_ddim_timesteps=abc", r"method\.lcm\.num_ddim_timesteps='abc': must be of type int"),
+    ("method.lcm.guidance_range=fast", r"method\.lcm\.guidance_range='fast': must be of type list\[float\]"),
+    ("method.dmd2.gan=maybe", r"method\.dmd2\.gan='maybe': must be of type bool"),
+])
+def test_a_method_setting_of_the_wrong_type_is_a_config_error(override, message):
+    method = override.split(".")[1]
+    with pytest.raises(ConfigError, match=message):
+        validate(compose([f"method={method}", override, "data.shards=[x]"]))
+
+
 def test_a_setting_of_another_method_is_rejected_naming_the_key():
     with pytest.raises(ConfigError, match=r"method\.dmd2\.fake_updates.*method=dmd2"):
         validate(compose(["method=lcm", "+method.dmd2.fake_updates=2", "data.shards=[x]"]))

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from flash_exp.config.errors import ConfigError, one_of, positive
 
 DISTILL_LOSS_TYPES = ("l2", "l1", "lpips")
@@ -226,7 +228,20 @@ class MethodConfig:
             self.dmd2_settings().check()
 
     def lcm_settings(self) -> LCMConfig:
-        return LCMConfig(**self.lcm)
+        return self._typed_section("lcm", LCMConfig)
 
     def dmd2_settings(self) -> DMD2Config:
-        return DMD2Config(**self.dmd2)
+        return self._typed_section("dmd2", DMD2Config)
+
+    def _typed_section(self, name: str, schema: type) -> Any:
+        """``method.<name>`` as its dataclass, each value converted to the field's type (``"50"`` -> 50);
+        a value that does not convert is a :class:`ConfigError` naming the key and the type."""
+        from omegaconf.errors import ValidationError
+
+        section = getattr(self, name)
+        try:
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), section))
+        except ValidationError as err:
+            key = str(err.key)
+            raise ConfigError(f"method.{name}.{key}", section.get(key, "?"),
+                              f"must be of type {schema.__dataclass_fields__[key].type}") from None
