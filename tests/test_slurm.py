@@ -35,7 +35,6 @@ from tests.conftest import REPO, compose, solid_samples, write_shard
 from tests.fixtures_eval import toy_clip_dir, toy_shards  # noqa: F401  (fixtures)
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
 
-SLURM = [pytest.mark.slurm, pytest.mark.slow]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 
 
