@@ -24,6 +24,7 @@ from PIL import Image
 from flash_exp.config import validate
 from flash_exp.training.samples import viewing_scale
 from tests.conftest import REPO, compose
+from tests.fixtures_weights import parameters_read, storages
 
 FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
 # the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps
@@ -144,12 +145,18 @@ def test_teacher_is_the_base_model_and_features_have_the_declared_shape(backbone
             p.add_(0.1 * torch.randn_like(p))
         with bb.adapter(False):
             teacher = bb.denoise(z, t, cond)
+            teacher_read = parameters_read(lambda: bb.denoise(z, t, cond))
         with bb.adapter(True):
             student = bb.denoise(z, t, cond)
+            student_read = parameters_read(lambda: bb.denoise(z, t, cond))
         original = type(bb)._forward_denoiser(_Shim(bb, base), z, t, cond)
     torch.testing.assert_close(teacher, original[:, :4], rtol=1e-5, atol=1e-5)
     assert (teacher - student).abs().max() > 1e-4
-    assert len({id(p) for p in bb.parameters()}) == len(list(bb.parameters()))  # base weights live once
+    # base weights live once: the teacher reads the very storages the student reads, less its LoRA
+    lora = storages(bb.trainable_parameters())
+    frozen = storages(p for p in bb.base_denoiser.parameters() if not p.requires_grad)
+    assert student_read & lora and not teacher_read & lora
+    assert teacher_read == student_read - lora and len(teacher_read) > 10 and teacher_read <= frozen
 
     from flash_exp.method.discriminator import DiscriminatorHead
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,7 +32,10 @@ def test_bench_counts_and_report(tmp_path):
     assert [r["sampler"].split(" NFE")[0] for r in result["sampling"]][:3] == ["student 1", "student 2", "student 4"]
 
 
-def test_evaluation_throughput_uses_the_shipped_toy_clip():
-    rows = bench_evaluation(1)
+def test_evaluation_throughput_uses_the_shipped_toy_clip(monkeypatch):
+    """Images per second = repeats x images / the timed span, on a clock that ticks 0.25 s per reading."""
+    ticks = itertools.count()
+    monkeypatch.setitem(bench_evaluation.__globals__, "time", SimpleNamespace(perf_counter=lambda: 0.25 * next(ticks)))
+    rows = bench_evaluation(3, count=8)
     assert [r["stage"] for r in rows] == ["toy FID features (toy CLIP image tower)", "toy CLIP score (image + text towers)"]
-    assert all(r["images_per_s"] > 0 for r in rows)
+    assert [r["images_per_s"] for r in rows] == [pytest.approx(3 * 8 / 0.25)] * 2

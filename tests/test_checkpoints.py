@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import solid_samples, write_shard
-from tests.test_train import tiny_train_cfg
+from tests.fixtures_train import tiny_train_cfg
 
 
 class MakeDirectory:

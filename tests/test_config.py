@@ -88,10 +88,10 @@ def test_validation_lists_allowed_values():
 
 
 @pytest.mark.parametrize(("overrides", "key"), [INVALID[0], INVALID[3], INVALID[7], INVALID[8]])
-def test_cli_exits_nonzero_before_loading_weights(overrides, key):
+def test_cli_exits_nonzero_before_loading_weights(overrides, key, tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", "data.shards=[x]", *overrides, "hydra.run.dir=/tmp/fx-invalid"],
+        [sys.executable, "-m", "flash_exp.train", "backbone=sdxl", "data.shards=[x]", *overrides, f"hydra.run.dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0

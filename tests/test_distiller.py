@@ -11,6 +11,7 @@ from flash_exp.config import validate
 from flash_exp.method import build_distiller
 from flash_exp.method.distiller import guided_output
 from tests.conftest import compose
+from tests.fixtures_weights import parameters_read, storages
 
 
 def make_cfg(tiny_sd_dir, *overrides):
@@ -53,11 +54,16 @@ def test_teacher_is_the_base_with_the_adapter_disabled(backbone):
             p.add_(0.05 * torch.randn_like(p))
         with backbone.adapter(False):
             teacher = backbone.denoise(z, t, cond)
+            teacher_read = parameters_read(lambda: backbone.denoise(z, t, cond))
         with backbone.adapter(True):
             student = backbone.denoise(z, t, cond)
+            student_read = parameters_read(lambda: backbone.denoise(z, t, cond))
     assert (teacher - student).abs().max() > 1e-4
-    params = {id(p) for p in backbone.parameters()}
-    assert len(params) == len(list(backbone.parameters()))  # one copy of the base weights
+    # one copy of the base weights: the teacher reads the very storages the student reads, less its LoRA
+    lora = storages(backbone.trainable_parameters())
+    base = storages(p for p in backbone.base_denoiser.parameters() if not p.requires_grad)
+    assert student_read & lora and not teacher_read & lora
+    assert teacher_read == student_read - lora and len(teacher_read) > 10 and teacher_read <= base
 
 
 def test_index_zero_starts_from_pure_noise(tiny_sd_dir, backbone):

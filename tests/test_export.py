@@ -18,7 +18,7 @@ from flash_exp.export import KOHYA_FILE, export_student, load_backbone_config, l
 from flash_exp.train import train
 from flash_exp.training.samples import sample_images
 from tests.conftest import REPO
-from tests.test_train import tiny_train_cfg
+from tests.fixtures_train import tiny_train_cfg
 
 pytestmark = pytest.mark.slow
 

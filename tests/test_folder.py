@@ -138,7 +138,7 @@ def first_loss(run: Path) -> float:
 @pytest.mark.slow
 def test_a_folder_run_and_a_run_on_its_shards_start_with_the_same_loss(tmp_path, tiny_sd_dir):
     from flash_exp.train import train
-    from tests.test_train import tiny_train_cfg
+    from tests.fixtures_train import tiny_train_cfg
 
     own = make_folder(tmp_path / "f", "csv")
     summary = make_shards_main(["--src", str(own.root), "--out", str(tmp_path / "s")])

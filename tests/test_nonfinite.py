@@ -7,7 +7,7 @@ import torch
 
 from flash_exp.method.distiller import FlashDistiller
 from tests.conftest import solid_samples, write_shard
-from tests.test_train import tiny_train_cfg
+from tests.fixtures_train import tiny_train_cfg
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_sd_dir, monkeypatch):

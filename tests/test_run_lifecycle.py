@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flash_exp.train import run
-from tests.test_train import tiny_train_cfg
+from tests.fixtures_train import tiny_train_cfg
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,6 @@ from tests.conftest import REPO, compose, solid_samples, write_shard
 from tests.fixtures_eval import toy_clip_dir, toy_shards  # noqa: F401  (fixtures)
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
 
-SLURM = [pytest.mark.slurm, pytest.mark.slow]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 
 
@@ -261,8 +260,8 @@ def _csv_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_jobs_that_raise_are_marked_failed_and_listed(slurm_cluster, tiny_sd_dir, train_shards, toy_clip_dir,  # noqa: F811
                                                       toy_shards, eval_cache, tmp_path):  # noqa: F811
-    """Job 0: LPIPS without its VGG16 weights (raises while the model is built, after the teacher
-    loaded). Job 1: trainer.devices=2 in a one-task job (fails in the preflight, before any weight loads)."""
+    """Job 0: LPIPS without its VGG16 weights (fails in the check against the teacher's config files).
+    Job 1: trainer.devices=2 in a one-task job (fails in the cluster preflight). Both before any weight loads."""
     from flash_exp.leaderboard import write_leaderboard
     from flash_exp.metrics.results import read_json, status_path
 
@@ -285,7 +284,8 @@ def test_jobs_that_raise_are_marked_failed_and_listed(slurm_cluster, tiny_sd_dir
         status = read_json(status_path(sweep / job))
         assert status["status"] == "failed" and status["reason"] == f"FAILED: {reasons[job]}"
         assert not (sweep / job / "export").exists()
-    assert reasons["0"].startswith("FileNotFoundError: LPIPS needs") and str(missing) in reasons["0"]
+    assert reasons["0"].startswith("ConfigError: invalid config value loss.distill.lpips_weights=")
+    assert str(missing) in reasons["0"]
     assert reasons["1"].startswith("ConfigError: invalid config value trainer.devices=2")
     assert "SLURM_NTASKS_PER_NODE" in reasons["1"]
     assert "flash_exp/training/module.py" not in (sweep / "1" / markers.FAILURE_FILE).read_text()

@@ -8,25 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flash_exp.config import validate
 from flash_exp.train import train
-from tests.conftest import compose, solid_samples, write_shard
+from tests.conftest import solid_samples, write_shard
+from tests.fixtures_train import tiny_train_cfg
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_train_cfg(tiny_sd_dir, shards, *overrides):
-    shard_list = "[" + ",".join(shards) + "]"
-    return validate(compose([
-        "backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32",
-        "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.teacher_sampling.steps=2",
-        "loss.distill.type=l2", f"data.shards={shard_list}", "data.batch_size=2",
-        "data.min_aesthetic_score=null", "data.shuffle_buffer=8",
-        "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu",
-        "trainer.checkpoint_every=2", "trainer.sample_every=0", "trainer.num_sample_prompts=1",
-        "trainer.sample_nfe=[1]", "trainer.optim.lr=1e-3", "trainer.optim.lr_discriminator=1e-3",
-        *overrides,
-    ]))
 
 
 def trainable_state(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -86,3 +86,76 @@ def test_the_cli_refuses_a_resolution_the_teacher_cannot_sample_before_loading_i
                            f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "backbone.resolution=30" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "checkpoints").exists()
+
+
+# ------------------------------------------------------------- denoiser modules and files, before any weight loads
+@pytest.fixture
+def no_weights_read(monkeypatch):
+    """Every way a weight file is read (safetensors, torch.load, diffusers and transformers
+    ``from_pretrained``) raises instead."""
+    import diffusers
+    import safetensors
+    import safetensors.torch
+    import torch
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a weight file was read")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(diffusers.ModelMixin, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+
+
+def tiny_sd_cfg(tiny_sd_dir, *overrides):
+    return validate(compose(["backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32",
+                             "loss.distill.type=l2", "data.shards=[x]", *overrides]))
+
+
+@pytest.mark.parametrize(("targets", "example"), [("[to_q,to_qq]", None), ("[to_qq]", "to_q"),
+                                                  ("[to_q,to_out]", "to_out.0")])
+def test_lora_targets_are_layers_of_the_teachers_denoiser(tiny_sd_dir, no_weights_read, caplog, targets, example):
+    """A target matching nothing beside others that match is what peft ignores (a warning); none that
+    matches, or one that matches a whole block, is an error naming the key and real layer names."""
+    from flash_exp.backbones.preflight import check_against_pretrained
+
+    cfg = tiny_sd_cfg(tiny_sd_dir, f"backbone.lora.targets={targets}")
+    if example is None:
+        check_against_pretrained(cfg, tiny_sd_dir)
+        assert "backbone.lora.targets: no module of the teacher's UNet2DConditionModel matches to_qq" in caplog.text
+        return
+    with pytest.raises(ConfigError) as err:
+        check_against_pretrained(cfg, tiny_sd_dir)
+    assert err.value.key == "backbone.lora.targets" and targets.strip("[]").split(",")[-1] in str(err.value)
+    assert example in str(err.value).split("e.g.")[-1]
+
+
+def test_the_discriminator_feature_module_is_a_module_of_the_teachers_denoiser(tiny_sd_dir, no_weights_read):
+    from flash_exp.backbones.preflight import check_against_pretrained
+
+    with pytest.raises(ConfigError) as err:
+        check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "backbone.discriminator.feature_module=mid_blok"), tiny_sd_dir)
+    assert err.value.key == "backbone.discriminator.feature_module" and "mid_blok" in str(err.value)
+    assert "mid_block" in str(err.value).split("e.g.")[-1]
+    # no discriminator reads it: not checked
+    check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "backbone.discriminator.feature_module=mid_blok",
+                                         "backbone.discriminator.input=output"), tiny_sd_dir)
+
+
+def test_lpips_without_its_vgg16_weights_file(tiny_sd_dir, no_weights_read, tmp_path, monkeypatch):
+    from flash_exp.backbones.preflight import check_against_pretrained
+
+    missing = tmp_path / "no-vgg16.pth"
+    with pytest.raises(ConfigError) as err:
+        check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "loss.distill.type=lpips",
+                                             f"loss.distill.lpips_weights={missing}"), tiny_sd_dir)
+    assert err.value.key == "loss.distill.lpips_weights" and str(missing) in str(err.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # the default: torchvision's cache file
+    with pytest.raises(ConfigError) as err:
+        check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "loss.distill.type=lpips"), tiny_sd_dir)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in str(err.value)
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"weights")
+    check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "loss.distill.type=lpips"), tiny_sd_dir)

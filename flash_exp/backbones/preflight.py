@@ -8,17 +8,29 @@ A diffusers pipeline directory describes its models in small JSON files (``vae/c
   family insists on it; otherwise training runs and the first sample grid fails;
 - every ``phases.k`` must be at most the training schedule's ``num_train_timesteps``: more teacher
   steps than training timesteps repeat timesteps and train on NaN;
-- the scheduler names must be diffusers scheduler classes.
+- the scheduler names must be diffusers scheduler classes;
+- ``backbone.lora.targets`` must name layers of the denoiser (peft's rule: a module whose name equals
+  or ends with ``.<target>``) that a LoRA can adapt, and ``backbone.discriminator.feature_module``
+  (when the discriminator reads features) a module of it: both checked on the denoiser built from its
+  ``config.json`` on the meta device, no weights read;
+- the Flash LPIPS distillation loss needs the VGG16 weights file on this machine.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flash_exp.config import ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
 
 PIPELINE_MULTIPLE = {"sd": 8, "sdxl": 8, "pixart": 8, "sd3": 1}  # the pipelines' own height/width check
 
@@ -83,9 +95,123 @@ def check_scheduler_names(cfg: TrainConfig) -> None:
             raise ConfigError(key, name, f"not a diffusers scheduler; allowed: {', '.join(known)}")
 
 
+def lpips_weights_path(weights: str | None) -> Path:
+    """Where LPIPS reads its VGG16 ImageNet weights: ``loss.distill.lpips_weights``, else torchvision's
+    cache file ``<torch hub dir>/checkpoints/vgg16-397923af.pth``."""
+    if weights:
+        return Path(weights)
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+
+
+def check_lpips_weights(cfg: TrainConfig) -> None:
+    if cfg.method.name != "flash" or cfg.loss.distill.type != "lpips":
+        return
+    path = lpips_weights_path(cfg.loss.distill.lpips_weights)
+    if not path.is_file():
+        raise ConfigError("loss.distill.lpips_weights", str(path),
+                          "loss.distill.type=lpips needs the torchvision VGG16 ImageNet weights in this file, "
+                          "which does not exist (no network here): copy vgg16-397923af.pth there, pass "
+                          "loss.distill.lpips_weights=<file>, or use loss.distill.type=l2")
+
+
+def denoiser_on_meta(directory: Path) -> nn.Module | None:
+    """The pipeline's UNet or transformer built from its ``config.json`` with its parameters on the meta
+    device (no weights; None when ``model_index.json`` or the config does not say which diffusers class it is)."""
+    index = _config(directory, "model_index.json") or {}
+    for subfolder in ("unet", "transformer"):
+        entry, config = index.get(subfolder), _config(directory, f"{subfolder}/config.json")
+        if entry and config is not None:
+            break
+    else:
+        return None
+    import diffusers
+    from accelerate import init_empty_weights
+
+    cls = getattr(diffusers, str(entry[-1]), None)
+    if cls is None:
+        return None
+    with init_empty_weights():
+        return cls.from_config(config)
+
+
+def _examples(wanted: str, names: list[str], count: int = 8) -> str:
+    close = difflib.get_close_matches(wanted, names, n=count, cutoff=0.5)
+    return ", ".join(close or names[:count])
+
+
+def check_lora_targets(cfg: TrainConfig, denoiser: nn.Module) -> None:
+    """Each target by peft's own matching rule; then the student's LoRA injected as training does it.
+
+    A target that matches nothing while others do is what peft ignores: a warning, not an error (the
+    published PixArt and SD3 adapters list ``proj_in``, which neither transformer has)."""
+    import dataclasses
+
+    from peft import inject_adapter_in_model  # what diffusers' add_adapter and peft's get_peft_model call
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from torch import nn
+
+    from flash_exp.backbones.common import peft_lora_config
+
+    key, targets = "backbone.lora.targets", list(cfg.backbone.lora.targets)
+    config = peft_lora_config(cfg.backbone)
+    modules = dict(denoiser.named_modules())
+    adaptable = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.MultiheadAttention)
+    layers = sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1]
+                     for n, m in modules.items() if isinstance(m, adaptable)})
+    hits = {}
+    for t in targets:
+        single = dataclasses.replace(config, target_modules=[t])
+        hits[t] = [n for n in modules if n and check_target_module_exists(single, n)]
+    unknown = [t for t in targets if not hits[t]]
+    name = type(denoiser).__name__
+    if targets and len(unknown) == len(targets):
+        raise ConfigError(key, targets, f"no module of the teacher's {name} matches "
+                                        f"{', '.join(unknown)}; its layers are e.g. {_examples(unknown[0], layers)}")
+    if unknown:
+        log.warning("%s: no module of the teacher's %s matches %s; peft ignores it (its layers are e.g. %s)",
+                    key, name, ", ".join(unknown), _examples(unknown[0], layers))
+    for t in targets:
+        whole = [n for n in hits[t] if not isinstance(modules[n], adaptable) and list(modules[n].children())]
+        if whole:
+            raise ConfigError(key, targets, f"{t!r} matches {whole[0]} ({type(modules[whole[0]]).__name__}), "
+                                            "not a layer a LoRA adapts (linear, convolution, embedding); "
+                                            f"its layers are e.g. {_examples(t, layers)}")
+    try:
+        inject_adapter_in_model(config, denoiser)
+    except ValueError as err:
+        raise ConfigError(key, targets, f"peft cannot adapt the teacher's {name}: {str(err).splitlines()[0]}") from err
+
+
+def uses_feature_module(cfg: TrainConfig) -> bool:
+    """Whether a discriminator head reads ``backbone.discriminator.feature_module``'s output."""
+    if cfg.backbone.discriminator.input != "features":
+        return False
+    if cfg.method.name == "flash":
+        return cfg.loss.adversarial.enabled
+    return cfg.method.name == "dmd2" and cfg.method.dmd2_settings().gan
+
+
+def check_feature_module(cfg: TrainConfig, denoiser: nn.Module) -> None:
+    wanted = cfg.backbone.discriminator.feature_module
+    modules = [n for n, _ in denoiser.named_modules() if n]
+    if wanted not in modules:
+        blocks = [n for n in modules if n.count(".") <= 1 and not n.split(".")[-1].startswith(("norm", "conv"))]
+        raise ConfigError("backbone.discriminator.feature_module", wanted,
+                          f"no such module in the teacher's {type(denoiser).__name__}; its blocks are e.g. "
+                          f"{_examples(wanted, blocks)}")
+
+
 def check_against_pretrained(cfg: TrainConfig, directory: Path | str) -> None:
     """Every check of this module; raises :class:`ConfigError` naming the key."""
     directory = Path(directory)
     check_resolution(cfg, directory)
     check_k(cfg, directory)
     check_scheduler_names(cfg)
+    check_lpips_weights(cfg)
+    denoiser = denoiser_on_meta(directory)
+    if denoiser is not None:
+        if uses_feature_module(cfg):
+            check_feature_module(cfg, denoiser)
+        check_lora_targets(cfg, denoiser)  # last: it attaches the LoRA
