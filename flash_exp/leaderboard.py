@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from flash_exp.metrics.methods_panel import methods_panel
 from flash_exp.metrics.results import iter_results, iter_statuses
-from flash_exp.metrics.runs import CONFIG_FILE, run_overrides
+from flash_exp.training.rundir import CONFIG_FILE, run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_FILE = REPO / "eval" / "published.yaml"
