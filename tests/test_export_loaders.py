@@ -343,7 +343,7 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_export_with_a_card_loading
 
 
 def test_the_task_evaluation_student_is_the_export_read_by_diffusers(trained, tmp_path):
-    """Task runs are scored with the training module; its student is the export (diffusers' loader),
+    """Task runs are scored with the student alone (backbone and task); its LoRA is the export (diffusers' loader),
     which reproduces the checkpoint's student, and a file that lacks modules is refused."""
     from flash_exp.backbones.lora_files import LoraLoadError
     from flash_exp.training.student import load_exported_run

@@ -4,6 +4,9 @@ Text to image samples through the backbone's diffusers pipeline. A conditional t
 :func:`sample_conditional` (the backbone interface and the family's own schedulers) with the very
 conditions ``task.prepare`` builds for training, and its grid shows the condition images above the
 samples (masked input, low-res input, edge map, reference) and the ground truth below them.
+
+:func:`sample_and_score` (each sampler setting on one batch of conditions, then the task's scores) is
+the one loop the grids, the task-run evaluation and the toy teachers' evaluation share.
 """
 
 from __future__ import annotations
