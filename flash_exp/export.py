@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.backbones.lora_files import LORA_FILE, PEFT_FILE, RECIPE_FILE
-from flash_exp.config import BackboneConfig, TrainConfig, register_resolvers, validate
+from flash_exp.config import BackboneConfig, TrainConfig, register_resolvers
 
 log = logging.getLogger("flash_exp.export")
 
@@ -277,46 +277,8 @@ def load_backbone_config(export_dir: Path) -> BackboneConfig:
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
-def run_config(run_dir: Path) -> TrainConfig:
-    """The typed training config of a run directory."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} is missing: is {run_dir} a flash_exp run directory?")
-    register_resolvers()
-    return validate(OmegaConf.load(cfg_path))
-
-
-def load_run(run_dir: Path, checkpoint: str = "last"):
-    """The run's typed config, its trained module (checkpoint ``last`` or a file name) and the step the
-    checkpoint was written at."""
-    from flash_exp.training.checkpoints import load_checkpoint
-    from flash_exp.training.module import FlashModule
-
-    cfg = run_config(run_dir)
-    ckpt = run_dir / "checkpoints" / (f"{checkpoint}.ckpt" if not checkpoint.endswith(".ckpt") else checkpoint)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}")
-    module = FlashModule(cfg)
-    saved = load_checkpoint(ckpt)  # weights_only: a pickled payload is refused, not run
-    module.load_state_dict(saved["state_dict"], strict=False)
-    missing = set(module.trainable_state_dict()) - set(saved["state_dict"])
-    if missing:
-        raise ValueError(f"{ckpt} lacks {len(missing)} trained weights, e.g. {sorted(missing)[:2]}")
-    return cfg, module, int(saved.get("global_step", 0))
-
-
-def load_exported_run(run_dir: Path):
-    """The run's typed config and its module whose student is the export (``<run>/export``, read by
-    diffusers' LoRA loader as its users read it), not the checkpoint: what evaluation scores."""
-    from flash_exp.training.module import FlashModule
-
-    cfg = run_config(run_dir)
-    module = FlashModule(cfg)
-    module.backbone.load_student(run_dir / "export")
-    return cfg, module
-
-
 def latest_grid(run_dir: Path) -> Path | None:
+    """The run's newest sample grid (``samples/step_*.png``), or None."""
     grids = sorted((run_dir / "samples").glob("step_*.png"))
     return grids[-1] if grids else None
 
@@ -324,17 +286,18 @@ def latest_grid(run_dir: Path) -> Path | None:
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from flash_exp.backbones.hub import HubUnreachableError, require_hub
+    from flash_exp.training.student import load_run
 
     run_dir = Path(cfg.run_dir)
     try:
         if cfg.push_to_hub:  # before any weight loads: offline, fail at once
             require_hub(f"push to the hub repository {cfg.push_to_hub!r}")
-        train_cfg, module, step = load_run(run_dir, cfg.checkpoint)
+        train_cfg, student, step = load_run(run_dir, cfg.checkpoint)
     except (FileNotFoundError, ValueError, HubUnreachableError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     out = Path(cfg.out) if cfg.out else run_dir / "export"
-    export_student(module.backbone, train_cfg, out, latest_grid(run_dir), step, cfg.base_model)
+    export_student(student.backbone, train_cfg, out, latest_grid(run_dir), step, cfg.base_model)
     report = {"export": str(out), "files": sorted(p.name for p in out.iterdir())}
     if cfg.push_to_hub:
         from huggingface_hub.errors import HfHubHTTPError
@@ -347,8 +310,8 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps(report, indent=2))
 
 
-__all__ = ["export_student", "kohya_metadata", "kohya_state_dict", "load_backbone_config", "load_exported_run",
-           "load_run", "model_card", "push_to_hub", "recipe", "run_config"]
+__all__ = ["export_student", "kohya_metadata", "kohya_state_dict", "load_backbone_config", "model_card",
+           "push_to_hub", "recipe"]
 
 if __name__ == "__main__":
     main()

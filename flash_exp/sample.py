@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from flash_exp.export import RECIPE_FILE, load_backbone_config
+from flash_exp.backbones.lora_files import RECIPE_FILE
+from flash_exp.export import load_backbone_config
 
 
 @dataclass

@@ -123,11 +123,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
 
 
 def evaluate_run(cfg: TrainConfig, run_dir: Path) -> None:
-    """Score the trained run with ``flash_exp.evaluate`` (the benchmarks of ``eval``; ``eval.settings``
+    """Score the trained run with :mod:`flash_exp.evaluation` (the benchmarks of ``eval``; ``eval.settings``
     holds keys of conf/evaluate.yaml such as ``student_nfe`` or ``device``)."""
     from dataclasses import asdict
 
-    from flash_exp.evaluate import EvaluateConfig, evaluate
+    from flash_exp.evaluation import EvaluateConfig, evaluate
 
     settings = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), dict(cfg.eval.settings),
                                {"eval": asdict(cfg.eval), "run_dir": str(run_dir), "runs_dir": None})

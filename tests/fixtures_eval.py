@@ -170,9 +170,10 @@ def compose_train(overrides: list[str]):
 
 def compose_evaluate(overrides: list[str]):
     """``conf/evaluate.yaml`` composed in-process with ``overrides``."""
-    import flash_exp.evaluate  # noqa: F401  (registers the schema)
     from flash_exp.config import compose
+    from flash_exp.evaluation import register_configs
 
+    register_configs()
     return compose(overrides, config_name="evaluate")
 
 

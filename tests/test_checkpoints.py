@@ -34,7 +34,7 @@ def run_with_checkpoint(tmp_path, tiny_sd_dir, checkpoint: dict):
 
 
 def test_export_refuses_a_checkpoint_carrying_a_pickled_payload(tmp_path, tiny_sd_dir):
-    from flash_exp.export import load_run
+    from flash_exp.training.student import load_run
 
     marker = tmp_path / "payload-ran"
     run = run_with_checkpoint(tmp_path, tiny_sd_dir, {"state_dict": {}, "x": MakeDirectory(str(marker))})

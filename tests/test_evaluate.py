@@ -14,13 +14,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from flash_exp.evaluate import EvaluateConfig, evaluate
+from flash_exp.evaluation import EvaluateConfig, evaluate
 from flash_exp.metrics.clip_score import open_clip_model
 from flash_exp.metrics.features import FeatureExtractor
 from flash_exp.metrics.fid import fid_from_features, image_features
 from flash_exp.metrics.generate import SamplerSetting, generate_images
 from flash_exp.metrics.results import read_json, result_path, status_path
-from flash_exp.metrics.runs import load_backbone
+from flash_exp.training.rundir import load_backbone
 from tests.fixtures_eval import REPO, TINY_CLIP, TinyFeatures, compose_evaluate, random_images, write_run
 
 pytest_plugins = ["tests.fixtures_eval"]
@@ -193,3 +193,47 @@ def test_evaluate_and_leaderboard_command_lines(tiny_run, toy_clip_dir, toy_shar
                              capture_output=True, text=True, timeout=600)
     assert missing.returncode == 2 and "COCO_ROOT" in missing.stderr
     assert str(tmp_path / "no-coco" / "annotations" / "captions_val2017.json") in missing.stderr
+
+
+def test_a_run_trained_with_lpips_loads_its_student_without_lpips_or_the_discriminator(tiny_sd_dir, tmp_path,
+                                                                                      monkeypatch):
+    """Export, evaluation and sampling load a run's student (backbone, task, LoRA weights) without the
+    training module: no VGG16 file, no LPIPS network, no discriminator head, the checkpoint's tensors."""
+    import flash_exp.method.discriminator as discriminator
+    import flash_exp.metrics.restoration as restoration
+    import flash_exp.training.module as module
+    from flash_exp.training.student import Student, load_exported_run, load_run
+    from tests.conftest import solid_samples, write_shard
+    from tests.test_train import tiny_train_cfg
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a student built a training-only model")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no VGG16 weights here
+    monkeypatch.setattr(restoration, "build_lpips", refuse)
+    monkeypatch.setattr(module, "build_lpips", refuse)
+    monkeypatch.setattr(discriminator.DiscriminatorHead, "__init__", refuse)
+    cfg = tiny_train_cfg(tiny_sd_dir, [str(write_shard(tmp_path / "a.tar", solid_samples(2)))],
+                         "loss.distill.type=lpips")
+    assert cfg.loss.distill.type == "lpips" and cfg.loss.adversarial.enabled
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.structured(cfg), run / ".hydra" / "config.yaml")
+    trained = Student(cfg)
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=generator) for k, v in trained.trainable_state_dict().items()}
+    assert state and all(".lora_" in k for k in state)
+    trained.load_state_dict(state, strict=False)
+    trained.backbone.export(run / "export")
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": {**state, "distiller.discriminator.weight": torch.zeros(1)}, "global_step": 7},
+               run / "checkpoints" / "last.ckpt")
+
+    loaded_cfg, student, step = load_run(run)
+    assert loaded_cfg.loss.distill.type == "lpips" and step == 7
+    assert not hasattr(student, "distiller")
+    got = student.trainable_state_dict()
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+    _, exported = load_exported_run(run)
+    lora = exported.state_dict()  # the export is loaded as the adapter "flash"
+    assert all(torch.allclose(lora[k.replace(".default.", ".flash.")], state[k]) for k in state)

@@ -14,9 +14,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from flash_exp.backbones import load_pipeline
-from flash_exp.export import KOHYA_FILE, export_student, load_backbone_config, load_run
+from flash_exp.export import KOHYA_FILE, export_student, load_backbone_config
 from flash_exp.train import train
 from flash_exp.training.samples import sample_images
+from flash_exp.training.student import load_run
 from tests.conftest import REPO
 from tests.fixtures_train import tiny_train_cfg
 

@@ -19,9 +19,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from flash_exp.export import load_run
 from flash_exp.train import train
 from flash_exp.training.samples import sample_images
+from flash_exp.training.student import load_run
 from tests.test_backbones import PROMPTS, backbone_cfg, train_overrides
 
 ATTENTION = "[to_q,to_k,to_v,to_out.0]"
@@ -161,7 +161,7 @@ def trimmed_export(export_dir, tmp_path, drop: int = 3):
 
 def test_sample_and_evaluate_refuse_a_file_that_lacks_modules(trained, tmp_path):
     from flash_exp.backbones.lora_files import LoraLoadError
-    from flash_exp.evaluate import RunPipelines
+    from flash_exp.evaluation.run_models import RunPipelines
     from flash_exp.export import load_backbone_config
     from flash_exp.sample import build_sampler
 
@@ -343,10 +343,10 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_export_with_a_card_loading
 
 
 def test_the_task_evaluation_student_is_the_export_read_by_diffusers(trained, tmp_path):
-    """Task runs are scored with the training module; its student is the export (diffusers' loader),
+    """Task runs are scored with the student alone (backbone and task); its LoRA is the export (diffusers' loader),
     which reproduces the checkpoint's student, and a file that lacks modules is refused."""
     from flash_exp.backbones.lora_files import LoraLoadError
-    from flash_exp.export import load_exported_run
+    from flash_exp.training.student import load_exported_run
 
     run, export_dir, student = trained("toy", None)
     _, module = load_exported_run(run)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from flash_exp.metrics.runs import INTERRUPTED, run_state
 from flash_exp.training.markers import clear_failure
+from flash_exp.training.rundir import INTERRUPTED, run_state
 from tests.conftest import REPO, compose
 
 

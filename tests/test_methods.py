@@ -221,9 +221,10 @@ def test_two_steps_train_export_and_reproduce_in_plain_diffusers(tmp_path, tiny_
     from diffusers import LCMScheduler
 
     from flash_exp.backbones import load_pipeline
-    from flash_exp.export import load_backbone_config, load_run
+    from flash_exp.export import load_backbone_config
     from flash_exp.train import train
     from flash_exp.training.samples import sample_images
+    from flash_exp.training.student import load_run
 
     directory = tiny_sd_dir if backbone == "sd15" else tiny_sdxl_dir
     shard = write_shard(tmp_path / "a.tar", solid_samples(8))

@@ -346,7 +346,7 @@ def test_preflight_picks_ddp_and_the_slurm_plugin(monkeypatch):
 
 
 def test_failure_marker_is_what_the_evaluation_reads(tmp_path):
-    from flash_exp.metrics.runs import FAILED, FAILURE_MARKERS, run_state
+    from flash_exp.training.rundir import FAILED, FAILURE_MARKERS, run_state
 
     assert markers.FAILURE_FILE in FAILURE_MARKERS
     try:

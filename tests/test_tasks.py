@@ -534,9 +534,9 @@ def toy_tasks_built() -> bool:
                                                   "(python -m flash_exp.toyworld.tasks)")
 @pytest.mark.parametrize("task", sorted(TOY_MARGINS))
 def test_the_toy_student_follows_its_condition(task, tmp_path):
-    from flash_exp.metrics.restoration import grid_batch
     from flash_exp.tasks import build_task
     from flash_exp.train import train
+    from flash_exp.training.conditions import grid_conditions
 
     cfg = validate(compose(["backbone=toy", f"task={task}", "phases.iterations=[10,10,10,10]", "trainer.max_steps=40",
                             "trainer.sample_every=0", "trainer.checkpoint_every=1000", "trainer.accelerator=cpu",
@@ -545,7 +545,7 @@ def test_the_toy_student_follows_its_condition(task, tmp_path):
     train(cfg, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "samples" / "step_000040.json").read_text())
     key, margin = TOY_MARGINS[task]
-    batch = grid_batch(cfg)  # the grid's conditions
+    batch = grid_conditions(cfg)  # the grid's conditions
     ignoring = build_task(cfg.task).condition_metrics((batch["pixels"].roll(1, 0) + 1) / 2, batch)[key]
     assert record["scores"]["student 2 NFE"][key] >= ignoring + margin, (ignoring, record["scores"])
 
@@ -561,7 +561,7 @@ def test_the_evaluation_scores_a_task_run_with_restoration_metrics_beside_fid(tm
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from flash_exp.evaluate import EvaluateConfig, evaluate
+    from flash_exp.evaluation import EvaluateConfig, evaluate
     from flash_exp.leaderboard import build_tables, render_markdown
     from flash_exp.leaderboard.cells import restoration_columns
     from flash_exp.metrics.restoration import psnr

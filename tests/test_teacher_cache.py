@@ -10,7 +10,7 @@ from flash_exp.config import BackboneConfig
 def test_a_teacher_rebuilt_in_place_gets_a_new_identity(tmp_path, tiny_sd_dir):
     from safetensors.torch import load_file, save_file
 
-    from flash_exp.evaluate import teacher_identity
+    from flash_exp.evaluation.run_models import teacher_identity
     from flash_exp.metrics.hashing import MEMO_FILE
 
     teacher = shutil.copytree(tiny_sd_dir, tmp_path / "teacher")

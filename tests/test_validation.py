@@ -44,7 +44,7 @@ def test_a_config_error_exits_at_once_without_importing_the_model_stack(tmp_path
                           timeout=60)
     assert done.returncode == 2 and "trainer.foo" in done.stderr, done.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
-    assert not imported & {"torch", "lightning", "flash_exp.evaluate"}
+    assert not imported & {"torch", "lightning", "flash_exp.evaluation"}
     assert not (tmp_path / "FAILED").exists() and not (tmp_path / "eval").exists()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from flash_exp.metrics.runs import CONFIG_FILE, run_overrides
+from flash_exp.training.rundir import CONFIG_FILE, run_overrides
 
 
 @dataclass

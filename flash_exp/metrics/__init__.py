@@ -1,4 +1,5 @@
-"""Evaluation metrics and benchmarks: FID through clean-fid, CLIP score through open_clip.
+"""Evaluation metrics and benchmarks: FID through clean-fid, CLIP score through open_clip, PSNR / SSIM /
+LPIPS through torchmetrics.
 
 Modules, one job each:
 
@@ -15,5 +16,5 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.generate`    resumable, seeded, batched sampling to PNG files
 * :mod:`~flash_exp.metrics.spec`        the eval spec: everything that changes a number, and its hash
 * :mod:`~flash_exp.metrics.results`     result and run-status JSON files
-* :mod:`~flash_exp.metrics.runs`        training run directories: state, backbone config, sweep, overrides
+* :mod:`~flash_exp.metrics.restoration` PSNR, SSIM, LPIPS and the condition scores of the tasks
 """

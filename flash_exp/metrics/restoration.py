@@ -8,17 +8,15 @@ Plus what the condition asks beyond the ground truth (see each task's ``conditio
 PSNR of the region an inpainting must keep, the PSNR of a super-resolved image downscaled against
 its low-res input, the edge F1 of an adapter output against its edge map.
 
-The evaluation calls :func:`evaluate_task`: it samples the student (each NFE, no CFG) and the teacher
-(its own budget, with CFG) on a fixed set of held-out conditions and returns a JSON-ready dict.
+Scores only: sampling the held-out conditions lives in :mod:`flash_exp.training.samples` and
+:mod:`flash_exp.evaluation.task_runs`.
 """
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import torch
-
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -63,19 +61,46 @@ def edge_f1(found: torch.Tensor, reference: torch.Tensor, tolerance: int = 1) ->
     return float(2 * precision * recall / (precision + recall).clamp_min(1e-8))
 
 
-class LpipsUnavailable(RuntimeError):
-    pass
-
-
 def build_lpips(weights: str | None = None) -> torch.nn.Module:
-    """torchmetrics' LPIPS (VGG) with the VGG16 weights read from a local file (see
-    :func:`flash_exp.training.module.build_lpips`); raises :class:`LpipsUnavailable` with the reason."""
-    from flash_exp.training.module import build_lpips as build
+    """LPIPS (VGG16) from torchmetrics, with the VGG16 ImageNet weights read from a local file.
 
+    ``weights`` defaults to torchvision's cache file ``<torch hub dir>/checkpoints/vgg16-397923af.pth``.
+    Raises FileNotFoundError when the file is missing, ValueError when it is not a VGG16 state dict.
+    """
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LPIPS needs the torchvision VGG16 ImageNet weights at {path} (no network here). Copy "
+            "vgg16-397923af.pth there, or pass loss.distill.lpips_weights=<file>, or use "
+            "loss.distill.type=l2."
+        )
+    lpips = _LPIPS(pretrained=True, net="vgg", pnet_rand=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    slices = {}
+    for name, child in lpips.net.named_children():
+        for index, _ in child.named_children():
+            slices[index] = name
+    mapped = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            index, param = key.split(".")[1], key.split(".", 2)[2]
+            mapped[f"{slices[index]}.{index}.{param}"] = value
+    missing, _ = lpips.net.load_state_dict(mapped, strict=False)
+    if missing:
+        raise ValueError(f"{path} is not a torchvision VGG16 state dict (missing {missing[:3]})")
+    lpips.requires_grad_(False)
+    return lpips.eval()
+
+
+def optional_lpips(weights: str | None = None) -> tuple[torch.nn.Module | None, str]:
+    """:func:`build_lpips`, or None with the reason (``"LPIPS skipped: ..."``) when the VGG16 weights
+    are not on this machine; the reason is empty when it was built."""
     try:
-        return build(weights)
+        return build_lpips(weights), ""
     except (FileNotFoundError, ValueError) as err:
-        raise LpipsUnavailable(str(err)) from err
+        return None, f"LPIPS skipped: {err}"
 
 
 def lpips_distance(pred: torch.Tensor, target: torch.Tensor, net: torch.nn.Module) -> float:
@@ -94,115 +119,13 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor, lpips: torch.n
     out: dict = {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "lpips": None}
     net = lpips
     if lpips == "auto":
-        try:
-            net = build_lpips(lpips_weights)
-        except LpipsUnavailable as err:
-            out["lpips_note"] = f"LPIPS skipped: {err}"
-            net = None
+        net, note = optional_lpips(lpips_weights)
+        if net is None:
+            out["lpips_note"] = note
     if isinstance(net, torch.nn.Module):
         out["lpips"] = lpips_distance(pred, target, net.to(pred.device))
     return out
 
 
-# ------------------------------------------------------------------------------------------ sampling
-def held_out_conditions(cfg, count: int, seed: int | None = None, allow_command_urls: bool = False) -> dict:
-    """A batch of the first ``count`` usable samples of ``task.grid_shards`` (or the training shards),
-    in file order, each once (fewer when the shards hold fewer), with the task's inputs (masks,
-    degradations, edge maps) drawn from generators seeded by ``seed`` (default ``cfg.seed``) and the
-    sample's position. Keys: those of a training batch plus ``key`` (the samples' ``__key__``).
-    ``pipe:`` shard URLs are refused unless ``allow_command_urls``: an evaluation never runs the
-    commands of a saved config."""
-    from itertools import islice
-
-    from flash_exp.data.webdataset import CaptionedImageStream
-    from flash_exp.tasks import build_sample_transform
-
-    shards = list(cfg.task.grid_shards) or list(cfg.data.shards)
-    stream = CaptionedImageStream(
-        shards=shards, resolution=cfg.backbone.resolution, batch_size=count, seed=cfg.seed if seed is None else seed,
-        image_keys=cfg.data.image_key, caption_key=cfg.data.caption_key, crop_size=cfg.data.crop_size,
-        transform=build_sample_transform(cfg.task, cfg.backbone.resolution), allow_command_urls=allow_command_urls,
-    )
-    items = list(islice(stream.one_pass(), count))
-    if not items:
-        raise FileNotFoundError(f"no usable held-out sample in {shards[:3]} (task.grid_shards / data.shards)")
-    return stream.collate(items)
-
-
-def grid_batch(cfg, count: int | None = None, allow_command_urls: bool = False) -> dict:
-    """The conditions a sample grid shows: :func:`held_out_conditions` of ``task.num_grid_samples``."""
-    return held_out_conditions(cfg, count or cfg.task.num_grid_samples, allow_command_urls=allow_command_urls)
-
-
-def batch_digest(batch: dict) -> str:
-    """sha256 of a batch's tensors (bytes, shape, dtype) and strings, in key order: which conditions."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key in sorted(batch):
-        value = batch[key]
-        digest.update(key.encode())
-        if torch.is_tensor(value):
-            digest.update(f"{tuple(value.shape)}{value.dtype}".encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
-
-
-def batch_slice(batch: dict, start: int, stop: int) -> dict:
-    """Samples ``start:stop`` of a batch (tensors and lists alike)."""
-    return {k: v[start:stop] for k, v in batch.items()}
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
-def sample_task(backbone, task, batch: dict, student: bool, steps: int, guidance: float, seed: int) -> torch.Tensor:
-    """Outputs (B, 3, R, R) in [0, 1] for the conditions of ``batch`` (see :func:`sample_conditional`)."""
-    from flash_exp.training.samples import sample_conditional
-
-    prepared = task.prepare(batch, backbone)
-    return sample_conditional(backbone, prepared.condition, prepared.null_condition, tuple(prepared.latents.shape),
-                              student, steps, guidance, seed)
-
-
-def evaluate_task(backbone, task, cfg, student_nfe: list[int] | None = None, count: int = 16,
-                  teacher: bool = True, lpips: torch.nn.Module | str | None = "auto",
-                  lpips_weights: str | None = None, seed: int = 0) -> dict:
-    """Scores of the student (each NFE, no CFG) and the teacher (its budget, CFG) on ``count`` held-out
-    conditions: PSNR / SSIM / LPIPS against the ground truth when the task has one, and the task's
-    condition metrics. JSON-ready: ``{"task", "count", "samplers": {name: {metric: value}}, ...}``."""
-    device = next(backbone.denoiser.parameters()).device
-    batch = to_device(grid_batch(cfg, count), device)  # unswapped: face swapping has its ground truth
-    truth = task.ground_truth(batch)
-    net = lpips
-    notes = {}
-    if truth is not None and lpips == "auto":
-        try:
-            net = build_lpips(lpips_weights)
-        except LpipsUnavailable as err:
-            net, notes["lpips_note"] = None, f"LPIPS skipped: {err}"
-    settings = [(f"student_nfe{n}", True, n, 0.0) for n in (student_nfe or list(cfg.trainer.sample_nfe))]
-    if teacher:
-        ts = cfg.backbone.teacher_sampling
-        settings.append((f"teacher_nfe{ts.steps}", False, ts.steps, ts.guidance))
-    results = {}
-    for name, student, steps, guidance in settings:
-        images = sample_task(backbone, task, batch, student, steps, guidance, seed)
-        scores: dict = {}
-        if truth is not None:
-            scores.update(restoration_metrics(images, (truth.to(images) + 1) / 2, lpips=net if net != "auto" else None))
-            scores.pop("lpips_note", None)
-        scores.update(task.condition_metrics(images, batch))
-        results[name] = scores
-        log.info("%s %s: %s", task.name, name, scores)
-    return {"kind": "flash_exp.restoration", "task": task.name, "count": int(batch["pixels"].shape[0]),
-            "seed": seed, "ground_truth": truth is not None, "samplers": results, **notes}
-
-
-__all__ = ["LpipsUnavailable", "build_lpips", "edge_f1", "evaluate_task", "batch_digest", "batch_slice", "grid_batch",
-           "held_out_conditions", "lpips_distance",
-           "masked_psnr", "psnr", "restoration_metrics", "sample_task", "ssim"]
+__all__ = ["build_lpips", "edge_f1", "lpips_distance", "masked_psnr", "optional_lpips", "psnr",
+           "restoration_metrics", "ssim"]

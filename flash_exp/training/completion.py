@@ -18,7 +18,7 @@ from typing import Any
 from flash_exp.config import TrainConfig
 from flash_exp.files import write_json_atomic
 from flash_exp.metrics.results import EVAL_DIR
-from flash_exp.metrics.runs import FAILURE_MARKERS, student_file
+from flash_exp.training.rundir import FAILURE_MARKERS, student_file
 
 COMPLETE_FILE = "COMPLETE"
 # settings that change neither the trained student nor its scores

@@ -2,7 +2,7 @@
 
 - :func:`write_failure` leaves ``<run_dir>/FAILED`` (first line: the error; then the traceback) when a
   job raises, because SLURM and submitit report a Hydra job that raised as COMPLETED. The evaluation
-  (``flash_exp.metrics.runs.FAILURE_MARKERS``) and the leaderboard read that marker;
+  (``flash_exp.training.rundir.FAILURE_MARKERS``) and the leaderboard read that marker;
 - :func:`write_interruption` leaves ``<run_dir>/INTERRUPTED`` when a signal stopped the run after it
   saved ``last.ckpt`` (the process then exits non-zero); the leaderboard lists the run as
   "interrupted" until a relaunch (or SLURM's requeue) resumes it and :func:`clear_failure` moves the
@@ -24,8 +24,8 @@ from flash_exp.training.slurm import slurm_task
 
 log = logging.getLogger(__name__)
 
-FAILURE_FILE = "FAILED"  # one of flash_exp.metrics.runs.FAILURE_MARKERS
-INTERRUPTED_FILE = "INTERRUPTED"  # flash_exp.metrics.runs.INTERRUPTED_MARKER
+FAILURE_FILE = "FAILED"  # one of flash_exp.training.rundir.FAILURE_MARKERS
+INTERRUPTED_FILE = "INTERRUPTED"  # flash_exp.training.rundir.INTERRUPTED_MARKER
 
 
 def _rank() -> int:
@@ -88,7 +88,7 @@ def record_failure_status(run_dir: Path, benchmarks: list[str]) -> None:
     """Record the failure or interruption in ``eval/status.json`` at once (the evaluation's own writer,
     without importing the evaluation stack), so the leaderboard lists the run without waiting for
     ``make eval``."""
-    from flash_exp.metrics.runs import run_state, write_status
+    from flash_exp.training.rundir import run_state, write_status
 
     state = run_state(run_dir)
     write_status(run_dir, state.status, state.reason, benchmarks)

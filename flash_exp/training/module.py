@@ -25,6 +25,7 @@ import torch
 from flash_exp.backbones import build_backbone
 from flash_exp.config import EIGHT_BIT_MISSING, TrainConfig
 from flash_exp.method import build_distiller
+from flash_exp.metrics.restoration import build_lpips
 from flash_exp.tasks import build_task
 from flash_exp.training.checkpoints import shape_mismatch
 
@@ -35,40 +36,6 @@ DATA_COUNTS = ("skipped", "filtered", "shards_truncated", "shards_unreadable")  
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term went NaN or infinite: the run stops instead of training on it."""
-
-
-def build_lpips(weights: str | None) -> torch.nn.Module:
-    """LPIPS (VGG16) from torchmetrics, with the VGG16 ImageNet weights read from a local file.
-
-    ``weights`` defaults to torchvision's cache file ``<torch hub dir>/checkpoints/vgg16-397923af.pth``.
-    """
-    from pathlib import Path
-
-    from torchmetrics.functional.image.lpips import _LPIPS
-
-    path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS needs the torchvision VGG16 ImageNet weights at {path} (no network here). Copy "
-            "vgg16-397923af.pth there, or pass loss.distill.lpips_weights=<file>, or use "
-            "loss.distill.type=l2."
-        )
-    lpips = _LPIPS(pretrained=True, net="vgg", pnet_rand=True)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    slices = {}
-    for name, child in lpips.net.named_children():
-        for index, _ in child.named_children():
-            slices[index] = name
-    mapped = {}
-    for key, value in state.items():
-        if key.startswith("features."):
-            index, param = key.split(".")[1], key.split(".", 2)[2]
-            mapped[f"{slices[index]}.{index}.{param}"] = value
-    missing, _ = lpips.net.load_state_dict(mapped, strict=False)
-    if missing:
-        raise ValueError(f"{path} is not a torchvision VGG16 state dict (missing {missing[:3]})")
-    lpips.requires_grad_(False)
-    return lpips.eval()
 
 
 def adamw_class(eight_bit: bool) -> type[torch.optim.Optimizer]:

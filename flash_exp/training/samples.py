@@ -4,6 +4,9 @@ Text to image samples through the backbone's diffusers pipeline. A conditional t
 :func:`sample_conditional` (the backbone interface and the family's own schedulers) with the very
 conditions ``task.prepare`` builds for training, and its grid shows the condition images above the
 samples (masked input, low-res input, edge map, reference) and the ground truth below them.
+
+:func:`sample_and_score` (each sampler setting on one batch of conditions, then the task's scores) is
+the one loop the grids, the task-run evaluation and the toy teachers' evaluation share.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import save_image
 
 from flash_exp.backbones.base import Backbone
+from flash_exp.config import TeacherSamplingConfig
+from flash_exp.metrics.generate import SamplerSetting
+from flash_exp.metrics.restoration import restoration_metrics
+from flash_exp.tasks.base import PreparedBatch, Task
+from flash_exp.training.conditions import grid_conditions, to_device
 
 
 @torch.no_grad()
@@ -74,45 +82,75 @@ def _step_params(sched) -> set[str]:
     return set(inspect.signature(sched.step).parameters)
 
 
-def write_task_grid(backbone: Backbone, task, batch: dict, nfe: list[int], path: Path, seed: int = 0) -> dict:
+def task_settings(nfe: list[int], teacher_sampling: TeacherSamplingConfig) -> list[SamplerSetting]:
+    """The student at each NFE without CFG, then the teacher at its sampling budget with its CFG."""
+    ts = teacher_sampling
+    return [SamplerSetting("student", n, 0.0) for n in nfe] + [SamplerSetting("teacher", ts.steps, ts.guidance)]
+
+
+@torch.no_grad()
+def sample_task(backbone: Backbone, task: Task, batch: dict, setting: SamplerSetting, seed: int,
+                prepared: PreparedBatch | None = None) -> torch.Tensor:
+    """Outputs (B, 3, R, R) in [0, 1] for the conditions of ``batch`` (``prepared``: its
+    ``task.prepare``, computed here when not given), sampled by :func:`sample_conditional`."""
+    prepared = prepared if prepared is not None else task.prepare(batch, backbone)
+    return sample_conditional(backbone, prepared.condition, prepared.null_condition, tuple(prepared.latents.shape),
+                              setting.sampler == "student", setting.nfe, setting.guidance, seed)
+
+
+def score_samples(task: Task, images: torch.Tensor, batch: dict, truth: torch.Tensor | None,
+                  lpips: torch.nn.Module | None = None) -> dict:
+    """The task's condition metrics of ``images`` ((B, 3, R, R) in [0, 1]), then PSNR / SSIM / LPIPS
+    (``lpips``: a built network, or None for ``lpips: None``) against ``truth`` ([-1, 1]) when there is one."""
+    scores = task.condition_metrics(images, to_device(batch, "cpu"))
+    if truth is not None:
+        scores.update(restoration_metrics(images, (truth.float().cpu() + 1) / 2, lpips=lpips))
+    return scores
+
+
+def sample_and_score(backbone: Backbone, task: Task, batch: dict, settings: list[SamplerSetting], seed: int,
+                     lpips: torch.nn.Module | None = None) -> list[tuple[SamplerSetting, torch.Tensor, dict]]:
+    """For each sampler setting, in order: the outputs for the conditions of ``batch`` (prepared once;
+    sample i starts from noise seeded ``seed + i``) and their :func:`score_samples`."""
+    prepared = task.prepare(batch, backbone)
+    truth = task.ground_truth(batch)
+    out = []
+    for setting in settings:
+        images = sample_task(backbone, task, batch, setting, seed, prepared)
+        out.append((setting, images, score_samples(task, images, batch, truth, lpips)))
+    return out
+
+
+def write_task_grid(backbone: Backbone, task: Task, batch: dict, nfe: list[int], path: Path, seed: int = 0) -> dict:
     """A conditional task's grid, one column per condition: condition rows, the student at each NFE
     (no CFG), the teacher at its budget (CFG), then the ground truth when there is one. Writes the
     scores of each sampler row (``task.condition_metrics`` and PSNR / SSIM against the ground truth)
     to ``<path>.json``."""
     import json
 
-    from flash_exp.metrics.restoration import psnr, ssim, to_device
-
     device = next(backbone.denoiser.parameters()).device
     batch = to_device(task.grid_batch(batch), device)
-    prepared = task.prepare(batch, backbone)
-    shape = tuple(prepared.latents.shape)
     rows, labels, scores = [], [], {}
     for label, images in task.grid_inputs(batch):
         rows.append(((images.float().cpu().clamp(-1, 1)) + 1) / 2)
         labels.append(label)
     truth = task.ground_truth(batch)
     ts = backbone.cfg.teacher_sampling
-    samplers = [(f"student {n} NFE", True, n, 0.0) for n in nfe]
-    samplers.append((f"teacher {ts.steps} steps, CFG {ts.guidance}", False, ts.steps, ts.guidance))
-    for label, student, steps, guidance in samplers:
-        images = sample_conditional(backbone, prepared.condition, prepared.null_condition, shape, student, steps,
-                                    guidance, seed)
-        row = {k: round(v, 4) for k, v in task.condition_metrics(images, to_device(batch, "cpu")).items()}
-        if truth is not None:
-            target = (truth.float().cpu() + 1) / 2
-            row.update(psnr=round(psnr(images, target), 4), ssim=round(ssim(images, target), 4))
+    for setting, images, row in sample_and_score(backbone, task, batch, task_settings(nfe, ts), seed):
+        student = setting.sampler == "student"
+        label = f"student {setting.nfe} NFE" if student else f"teacher {ts.steps} steps, CFG {ts.guidance}"
         rows.append(images)
         labels.append(label)
-        scores[label] = row
+        scores[label] = {k: round(v, 4) for k, v in row.items() if k != "lpips"}
+    columns = rows[-1].shape[0]
     if truth is not None:
         rows.append((truth.float().cpu().clamp(-1, 1) + 1) / 2)
         labels.append("ground truth")
-    save_grid(torch.cat(rows), path, shape[0])
+    save_grid(torch.cat(rows), path, columns)
     captions = list(batch["captions"])
     path.with_suffix(".txt").write_text(
         f"task: {task.name}\nrows: " + " | ".join(labels) + "\ncolumns: " + " | ".join(captions)
-        + f"\nseeds: {seed}..{seed + shape[0] - 1}\n"
+        + f"\nseeds: {seed}..{seed + columns - 1}\n"
     )
     path.with_suffix(".json").write_text(json.dumps({"task": task.name, "rows": labels, "captions": captions,
                                                      "scores": scores}, indent=2) + "\n")
@@ -175,10 +213,8 @@ class SampleGridCallback(L.Callback):
         with backbone.frozen_on_device():
             if task is not None and task.name != "t2i":
                 if self._task_batch is None:
-                    from flash_exp.metrics.restoration import grid_batch
-
-                    self._task_batch = grid_batch(pl_module.cfg,
-                                                  allow_command_urls=pl_module.cfg.data.allow_command_urls)
+                    self._task_batch = grid_conditions(pl_module.cfg,
+                                                       allow_command_urls=pl_module.cfg.data.allow_command_urls)
                 write_task_grid(backbone, task, self._task_batch, self.nfe, path, self.seed)
             else:
                 write_grid(backbone, self.prompts, self.nfe, path, self.seed)

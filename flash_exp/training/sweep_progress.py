@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.files import write_json_atomic
 from flash_exp.metrics.results import EVAL_DIR, read_json
-from flash_exp.metrics.runs import FAILURE_MARKERS, OVERRIDES_FILE
 from flash_exp.training.completion import COMPLETE_FILE
 from flash_exp.training.overrides import sweep_points, swept_values
+from flash_exp.training.rundir import FAILURE_MARKERS, OVERRIDES_FILE
 
 STATUS_FILE = "sweep_status.json"
 RUNNING, DONE, SKIPPED, FAILED = "running", "done", "skipped (up to date)", "failed"

@@ -32,7 +32,7 @@ def evaluate_teacher(task: str, root: Path, out: Path, settings: TaskBuildSettin
     """The teacher at the toy sampling budget (DPM-Solver, CFG 4) on ``eval_count`` held-out conditions:
     PSNR / SSIM against the ground truth and the task's condition metrics."""
     from flash_exp.backbones import build_backbone
-    from flash_exp.metrics.restoration import evaluate_task
+    from flash_exp.evaluation.task_runs import evaluate_task
     from flash_exp.tasks import build_task
 
     cfg = toy_task_config(task, root, out, f"backbone.teacher_sampling.steps={settings.eval_steps}")

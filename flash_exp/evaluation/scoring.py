@@ -1,0 +1,119 @@
+"""The scoring models of an evaluation, loaded once: prompt sets, FID extractors, CLIP models, LPIPS.
+
+A :class:`Scorer` prepares each benchmark of ``eval.benchmarks`` (its prompt set, feature extractor,
+CLIP model and protocol spec), keeps the reference statistics, and scores a list of PNG files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flash_exp.config import ConfigError
+from flash_exp.evaluation.settings import EvaluateConfig, resolve_device
+from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
+from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
+from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
+from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
+from flash_exp.metrics.prompts import PromptSet
+from flash_exp.metrics.restoration import optional_lpips
+from flash_exp.metrics.spec import protocol_spec
+
+
+@dataclass
+class PreparedBenchmark:
+    """A benchmark with its prompt set, scoring models and protocol spec, ready to score images."""
+
+    config: BenchmarkConfig
+    prompt_set: PromptSet
+    extractor: FeatureExtractor
+    clip: ClipModel
+    protocol: dict[str, Any]
+    reference: GaussianStats | None = None
+
+
+class Scorer:
+    """Scores images for every run; scoring models, prompt sets and reference statistics are loaded once."""
+
+    def __init__(self, settings: EvaluateConfig) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.cache_dir = Path(settings.cache_dir).expanduser()
+        self._benchmarks: dict[str, PreparedBenchmark] = {}
+        self._clips: dict[tuple[str, str], ClipModel] = {}
+        self._inception: FeatureExtractor | None = None
+        self._lpips_net: torch.nn.Module | None = None
+        self.lpips_note: str | None = None  # None until LPIPS was tried; "" when it loaded
+
+    def _clip(self, model: str, tag: str) -> ClipModel:
+        if (model, tag) not in self._clips:
+            if model == TOY_CLIP:
+                clip = toy_clip_model(self.settings.toy_clip_dir, self.device, self.cache_dir)
+            else:
+                weights = self.settings.clip_weights.get(model)
+                if weights is None:
+                    raise ConfigError(f"clip_weights.{model}", None, "name the local open_clip weights file")
+                clip = open_clip_model(model, tag, weights, self.device, self.cache_dir)
+            self._clips[(model, tag)] = clip
+        return self._clips[(model, tag)]
+
+    def _extractor(self, cfg: BenchmarkConfig) -> FeatureExtractor:
+        if cfg.features == "toy_clip":
+            return clip_image_extractor(self._clip(TOY_CLIP, "toyworld"))
+        if self._inception is None:
+            self._inception = load_inception(self.settings.inception, self.device, self.cache_dir)
+        return self._inception
+
+    def prepare(self, name: str) -> PreparedBenchmark:
+        """Load benchmark ``name``: prompt set, FID extractor, CLIP model (weights checked, not loaded)."""
+        if name not in self._benchmarks:
+            directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
+            overrides = self.settings.eval.options.get(name)
+            cfg = load_benchmark(name, directory, dict(overrides) if overrides else None)
+            prompt_set = build_prompt_set(cfg, Path(self.settings.coco_root).expanduser(), self.cache_dir)
+            extractor = self._extractor(cfg)
+            clip = self._clip(cfg.clip.model, cfg.clip.pretrained)
+            reference = {"count": len(prompt_set.reference_files), "sha256": prompt_set.reference_hash(),
+                         "source": prompt_set.provenance.get("reference", "all")}
+            protocol = protocol_spec(cfg.name, prompt_set.prompt_hash, len(prompt_set.prompts), cfg.eval_res,
+                                     cfg.seed, extractor.describe(), reference, clip.describe(),
+                                     cfg.clip.photo_prefix)
+            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol)
+        return self._benchmarks[name]
+
+    def _reference(self, bench: PreparedBenchmark) -> GaussianStats:
+        if bench.reference is None:
+            key = {"benchmark": bench.config.name, "reference": bench.protocol["fid"]["reference"]}
+            bench.reference = reference_statistics(bench.prompt_set.reference_files, bench.extractor,
+                                                   bench.config.eval_res, self.cache_dir, key,
+                                                   self.settings.batch_size, self.settings.num_workers)
+        return bench.reference
+
+    def score(self, bench: PreparedBenchmark, files: list[Path], prompts: list[str] | None = None,
+              reference: GaussianStats | None = None) -> dict[str, float]:
+        """FID against the reference statistics and mean CLIP score of ``files`` (in prompt order),
+        with the wall time of each in seconds. ``prompts`` and ``reference`` default to the
+        benchmark's (a conditional task brings its captions and ground truth)."""
+        cfg, s = bench.config, self.settings
+        reference = reference if reference is not None else self._reference(bench)
+        start = time.perf_counter()
+        feats = image_features(files, bench.extractor, cfg.eval_res, s.batch_size, s.num_workers, "FID features")
+        fid = frechet_distance(GaussianStats.from_features(feats), reference)
+        mid = time.perf_counter()
+        clip = clip_scores(files, prompts if prompts is not None else bench.prompt_set.prompts, bench.clip,
+                           cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
+        return {"fid": fid, "clip_score": float(np.mean(clip)), "fid_s": mid - start,
+                "clip_s": time.perf_counter() - mid}
+
+    def lpips(self) -> torch.nn.Module | None:
+        """torchmetrics' LPIPS when the VGG16 weights are on this machine (built once), else None
+        (:attr:`lpips_note` then says why)."""
+        if self.lpips_note is None:
+            net, self.lpips_note = optional_lpips()
+            self._lpips_net = net.to(self.device) if net is not None else None
+        return self._lpips_net
