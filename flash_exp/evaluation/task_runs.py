@@ -34,7 +34,12 @@ from flash_exp.metrics.fid import GaussianStats, reference_statistics
 from flash_exp.metrics.generate import SamplerSetting, image_path
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.restoration import optional_lpips
-from flash_exp.metrics.results import EVAL_DIR, RESULT_KIND, images_dir, read_json, result_path
+from flash_exp.metrics.results import (
+    EVAL_DIR,
+    RESULT_KIND,
+    images_dir,
+    result_in_place,
+)
 from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
 from flash_exp.tasks.base import Task
 from flash_exp.training.conditions import grid_conditions, held_out_conditions, to_device
@@ -102,9 +107,8 @@ def score_task_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, 
     """One benchmark x sampler setting of a task run: the result in place when its spec and model are
     unchanged, else sample the conditions in batches (seed ``benchmark seed + first index``), score, write."""
     name, digest = bench.config.name, spec_hash(spec)
-    out = result_path(run_dir, name, setting.name)
-    existing = read_json(out)
-    if existing is not None and existing.get("spec_hash") == digest and existing.get("model") == model:
+    out, existing = result_in_place(run_dir, name, setting.name, digest, model)
+    if existing is not None:
         log.info("%s: %s %s is up to date", run_dir, name, setting.name)
         return existing
     task, backbone, s = module.task, module.backbone, scorer.settings

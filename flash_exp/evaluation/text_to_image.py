@@ -23,7 +23,7 @@ from flash_exp.evaluation.settings import sampler_settings
 from flash_exp.files import write_json_atomic
 from flash_exp.metrics.generate import SamplerSetting, generate_images
 from flash_exp.metrics.hashing import sha256_json
-from flash_exp.metrics.results import RESULT_KIND, images_dir, read_json, result_path
+from flash_exp.metrics.results import RESULT_KIND, images_dir, read_json, result_in_place
 from flash_exp.metrics.spec import eval_spec, protocol_hash, sampler_spec, spec_hash
 from flash_exp.training.rundir import run_fields, student_file
 
@@ -56,9 +56,8 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
     """One benchmark x sampler setting: the result in place when its spec and model are unchanged, the
     teacher's cached result when another run computed it, else generate (resuming), score and write."""
     name, digest = bench.config.name, spec_hash(spec)
-    out = result_path(run_dir, name, setting.name)
-    existing = read_json(out)
-    if existing is not None and existing.get("spec_hash") == digest and existing.get("model") == model:
+    out, existing = result_in_place(run_dir, name, setting.name, digest, model)
+    if existing is not None:
         log.info("%s: %s %s is up to date", run_dir, name, setting.name)
         return existing
     shared = None

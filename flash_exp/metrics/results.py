@@ -55,3 +55,14 @@ def iter_statuses(root: Path) -> Iterator[dict[str, Any]]:
         data = read_json(path)
         if data is not None and data.get("kind") == STATUS_KIND:
             yield data
+
+
+def result_in_place(run_dir: Path, benchmark: str, setting_name: str, digest: str,
+                    model: dict[str, Any]) -> tuple[Path, dict[str, Any] | None]:
+    """Where the result of one benchmark x sampler setting goes, and the result already there when it
+    was computed with this eval-spec hash ``digest`` and this ``model`` (else None: compute it again)."""
+    out = result_path(run_dir, benchmark, setting_name)
+    existing = read_json(out)
+    if existing is not None and existing.get("spec_hash") == digest and existing.get("model") == model:
+        return out, existing
+    return out, None

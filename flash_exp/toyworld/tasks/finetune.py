@@ -116,7 +116,6 @@ def diffusion_loss(unet: UNet2DConditionModel, latents: torch.Tensor, concat: to
     return (F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)) * weights).mean()
 
 
-
 def fit(groups: list[tuple[list[torch.nn.Parameter], float]], loss_fn: Callable[[torch.Generator], torch.Tensor],
         steps: int, seed: int, desc: str, ema_decay: float = 0.99) -> None:
     """AdamW over (parameters, learning rate) groups + cosine schedule + EMA (copied into the parameters
