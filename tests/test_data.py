@@ -91,7 +91,7 @@ def test_brace_patterns_name_one_shard_per_expansion(tmp_path):
 def test_a_pass_without_usable_samples_stops_naming_the_setting(tmp_path):
     import pytest
 
-    from flash_exp.data.webdataset import DataStreamError
+    from flash_exp.data.stream_counters import DataStreamError
 
     shard = write_shard(tmp_path / "a.tar", solid_samples(6))
     stream = CaptionedImageStream([str(shard)], 16, 2, shuffle_buffer=1, image_keys="png")
@@ -105,7 +105,7 @@ def test_a_pass_without_usable_samples_stops_naming_the_setting(tmp_path):
 def test_consecutive_rejections_stop_the_stream_with_counts(tmp_path):
     import pytest
 
-    from flash_exp.data.webdataset import DataStreamError
+    from flash_exp.data.stream_counters import DataStreamError
 
     captionless = [{"key": f"n{i}", "image": s["image"], "json": {}} for i, s in enumerate(solid_samples(8))]
     shard = write_shard(tmp_path / "a.tar", solid_samples(2) + captionless + solid_samples(2, 2))

@@ -206,7 +206,8 @@ def test_cached_shards_give_the_same_first_batch_and_loss(tmp_path, tiny_sd_dir,
 
 def test_a_cache_of_another_resolution_or_an_image_stream_over_a_cache_fails(tmp_path, tiny_sd_dir, raw_shard):
     from flash_exp.data.cache_latents import write_cache
-    from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
+    from flash_exp.data.cached_latents_stream import CachedLatentStream
+    from flash_exp.data.webdataset import CaptionedImageStream
 
     cfg = tiny_cfg(tiny_sd_dir, f"data.shards=[{raw_shard}]", "data.min_aesthetic_score=null")
     shard = str(write_cache(cfg, tmp_path / "cache", torch.device("cpu"))[0])

@@ -32,9 +32,10 @@ import torch
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.config import TrainConfig, compose_train_config
+from flash_exp.data.cached_latents_stream import pack_cached
 from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.shard_writer import write_shards
-from flash_exp.data.webdataset import CaptionedImageStream, pack_cached
+from flash_exp.data.webdataset import CaptionedImageStream
 
 log = logging.getLogger("flash_exp.data.cache_latents")
 

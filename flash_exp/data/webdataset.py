@@ -19,9 +19,8 @@ whose stream ends early). The intact samples of a truncated shard are still used
 The stream is deterministic from (seed, rank, worker): a resumed run skips the batches it already
 consumed and sees the same batches an uninterrupted run would.
 
-:class:`CachedLatentStream` reads the shards that ``python -m flash_exp.data.cache_latents`` writes
-(``pth``: the VAE latents and the text embeddings of one sample; ``json``: caption, aesthetic score
-and the backbone that encoded them) through the same stream, so training skips both encoders.
+:class:`flash_exp.data.cached_latents_stream.CachedLatentStream` reads the shards that ``python -m
+flash_exp.data.cache_latents`` writes through the same stream, so training skips both encoders.
 
 A task's per-sample hook (``transform``, a :class:`flash_exp.tasks.base.SampleTransform`) reads its
 fields from the raw sample (``read``: e.g. a reference image; a sample it rejects is skipped and
@@ -32,19 +31,13 @@ gets the same inputs, so resume stays exact, and samples of skipped batches cost
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import logging
 import random
-import tarfile
-import zlib
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import webdataset as wds
@@ -54,74 +47,19 @@ from torchvision.transforms import functional as TF
 from webdataset.shardlists import expand_urls
 
 from flash_exp.config import refuse_command_urls
+from flash_exp.data.stream_counters import (
+    LOGGED_PER_REASON,
+    REJECTION_SETTINGS,
+    TRUNCATION_ERRORS,
+    DataStreamError,
+    StreamCounters,
+    tar_truncation,
+    url_of_error,
+)
 
 log = logging.getLogger(__name__)
 
 
-# why a candidate sample was rejected -> the setting (or input) to look at
-REJECTION_SETTINGS = {
-    "unreadable shard entry": "data.shards",
-    "missing image": "data.image_key",
-    "missing caption": "data.caption_key",
-    "undecodable image": "data.crop_size or the image bytes",
-    "under the aesthetic threshold": "data.min_aesthetic_score",
-    "lacks what the task needs": "task",
-}
-LOGGED_PER_REASON = 5  # warnings per rejection reason; the rest are only counted
-
-
-class DataStreamError(RuntimeError):
-    """The data stream cannot make progress: every candidate sample is rejected."""
-
-
-TRUNCATION_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
-
-
-@dataclass
-class StreamCounters:
-    skipped: int = 0  # sample level: unreadable entries, undecodable images, missing image or caption
-    filtered: int = 0  # sample level: under the aesthetic threshold
-    consecutive: int = 0  # candidates rejected since the last usable one
-    reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
-    truncated_shards: set[str] = field(default_factory=set)  # shard level: cut short
-    unreadable_shards: set[str] = field(default_factory=set)  # shard level: could not be opened
-
-    def batch_fields(self) -> dict[str, torch.Tensor]:
-        """The cumulative counts every batch carries."""
-        return {"skipped": torch.tensor(self.skipped), "filtered": torch.tensor(self.filtered),
-                "shards_truncated": torch.tensor(len(self.truncated_shards)),
-                "shards_unreadable": torch.tensor(len(self.unreadable_shards))}
-
-
-def tar_truncation(url: str) -> str | None:
-    """Why the local uncompressed ``.tar`` at ``url`` is truncated, or None (complete, compressed, remote).
-
-    Only the headers are read (random access): the archive is truncated when its last member's data runs
-    past the end of the file, or when no zero end-of-archive block follows it."""
-    path = Path(url.removeprefix("file:"))
-    if not url.endswith(".tar") or not path.is_file():
-        return None
-    size = path.stat().st_size
-    end = 0
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    except tarfile.ReadError as err:
-        return f"unreadable tar headers ({err})"
-    if end > size:
-        return f"its last member needs {end} bytes, the file holds {size}"
-    with open(path, "rb") as f:
-        f.seek(end)
-        tail = f.read(tarfile.BLOCKSIZE)
-    if len(tail) < tarfile.BLOCKSIZE or any(tail):
-        return f"no end-of-archive block after byte {end} of {size}"
-    return None
-
-
-def _url_of(exn: Exception) -> str:
-    """The shard URL webdataset appends to the arguments of the errors it hands over."""
-    return next((a for a in reversed(exn.args) if isinstance(a, str) and a), "?")
 
 
 def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None = None) -> torch.Tensor:
@@ -181,9 +119,9 @@ class CaptionedImageStream(IterableDataset):
     def _count_error(self, exn: Exception) -> bool:
         if isinstance(exn, TRUNCATION_ERRORS):
             detail = str(exn.args[0]) if exn.args else type(exn).__name__
-            self._shard_problem(self.counters.truncated_shards, "truncated", _url_of(exn), detail)
+            self._shard_problem(self.counters.truncated_shards, "truncated", url_of_error(exn), detail)
         elif isinstance(exn, OSError):
-            self._shard_problem(self.counters.unreadable_shards, "unreadable", _url_of(exn), str(exn))
+            self._shard_problem(self.counters.unreadable_shards, "unreadable", url_of_error(exn), str(exn))
         else:
             self._reject("unreadable shard entry", "?", str(exn))
         return True
@@ -378,51 +316,3 @@ class CaptionedImageStream(IterableDataset):
                         **self.counters.batch_fields(),
                     }
                 batch = []
-
-
-# ---------------------------------------------------------------------------------- cached latents
-def pack_cached(latents: torch.Tensor, condition: dict[str, Any]) -> bytes:
-    """The ``pth`` entry of a cached sample: latents (C, h, w) and the condition's kwargs of one sample."""
-    buf = io.BytesIO()
-    torch.save({"latents": latents, "condition": condition}, buf)
-    return buf.getvalue()
-
-
-def stack_tree(values: list[Any]) -> Any:
-    """Per-sample tensors, also nested in dicts, stacked along a new leading batch dimension."""
-    if isinstance(values[0], dict):
-        return {k: stack_tree([v[k] for v in values]) for k in values[0]}
-    return torch.stack(values)
-
-
-class CachedLatentStream(CaptionedImageStream):
-    """The stream of :class:`CaptionedImageStream` over latent-cache shards: batches of ``latents``
-    (B, C, h, w), ``condition`` (the denoiser's condition kwargs, batched) and ``captions``.
-
-    ``encoded_by`` ({family, resolution}) must match what the cache records, else reading raises.
-    """
-
-    def __init__(self, shards: list[str], encoded_by: dict[str, Any], batch_size: int, **kwargs: Any):
-        super().__init__(shards, resolution=int(encoded_by["resolution"]), batch_size=batch_size, **kwargs)
-        self.encoded_by = dict(encoded_by)
-
-    def _decode(self, sample: dict) -> dict | None:
-        key = sample.get("__key__", "?")
-        if "pth" not in sample or "json" not in sample:
-            raise ValueError(f"sample {key} is not a latent-cache sample (pth + json): data.cached=true reads "
-                             "the shards written by python -m flash_exp.data.cache_latents")
-        meta = json.loads(sample["json"])
-        cached_by = {k: meta["encoded_by"].get(k) for k in self.encoded_by}
-        if cached_by != self.encoded_by:
-            raise ValueError(f"sample {key} was cached with {cached_by}, this run needs {self.encoded_by} "
-                             "(backbone.family, backbone.resolution): cache the shards again")
-        if self._below_threshold(meta.get("aesthetic_score")):
-            self._reject("under the aesthetic threshold", key, filtered=True)
-            return None
-        payload = torch.load(io.BytesIO(sample["pth"]), map_location="cpu", weights_only=True)
-        return {"latents": payload["latents"], "condition": payload["condition"], "caption": meta["caption"]}
-
-    def collate(self, items: list[dict]) -> dict:
-        return {"latents": torch.stack([b["latents"] for b in items]),
-                "condition": stack_tree([b["condition"] for b in items]),
-                "captions": [b["caption"] for b in items]}

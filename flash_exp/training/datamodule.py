@@ -1,6 +1,6 @@
 """The LightningDataModule around :class:`~flash_exp.data.webdataset.CaptionedImageStream` (image shards),
 :class:`~flash_exp.data.folder.FolderImageStream` (a folder, ``data=folder``) or
-:class:`~flash_exp.data.webdataset.CachedLatentStream` (latent-cache shards, ``data.cached=true``)."""
+:class:`~flash_exp.data.cached_latents_stream.CachedLatentStream` (latent-cache shards, ``data.cached=true``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 from flash_exp.config import TrainConfig
+from flash_exp.data.cached_latents_stream import CachedLatentStream
 from flash_exp.data.folder import FolderImageStream
-from flash_exp.data.webdataset import CachedLatentStream, CaptionedImageStream
+from flash_exp.data.webdataset import CaptionedImageStream
 from flash_exp.tasks import build_sample_transform
 
 
