@@ -109,6 +109,10 @@ def test_plain_diffusers_loads_the_whole_export(trained, tiny_dir, name, targets
     else:
         pipe.load_lora_weights(str(export_dir))
         weights = export_dir / "pytorch_lora_weights.safetensors"
+        with safe_open(str(weights), framework="pt") as f:
+            saved = json.loads(f.metadata()["lora_adapter_metadata"])
+        targets_saved = next(v for k, v in saved.items() if k.endswith(".target_modules"))
+        assert targets_saved == sorted(targets_saved)  # not a set's order: the same weights, the same file
     in_file, on = file_modules(weights), attached(denoiser(pipe, name))
     if targets != ATTENTION:  # the resnets / projections / feed-forwards are in the file too
         assert in_file > file_modules_matching(weights, ("to_q", "to_k", "to_v", "to_out.0"))

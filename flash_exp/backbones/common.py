@@ -232,10 +232,13 @@ class DiffusersBackbone(Backbone):
 
         directory.mkdir(parents=True, exist_ok=True)
         name, denoiser = self.denoiser_attr, self.base_denoiser
+        metadata = denoiser.peft_config[TRAINING_ADAPTER].to_dict()
+        # PEFT holds target_modules as a set, whose order changes from process to process (string hashing);
+        # sorted, the same weights always make the same file, and the same lora_sha256 in evaluation results
+        metadata["target_modules"] = sorted(metadata["target_modules"])
         self.pipeline_class.save_lora_weights(
             save_directory=directory, safe_serialization=True,
-            **{f"{name}_lora_layers": get_peft_model_state_dict(denoiser),
-               f"{name}_lora_adapter_metadata": denoiser.peft_config[TRAINING_ADAPTER].to_dict()},
+            **{f"{name}_lora_layers": get_peft_model_state_dict(denoiser), f"{name}_lora_adapter_metadata": metadata},
         )
         return directory / LORA_FILE
 
