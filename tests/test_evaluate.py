@@ -15,11 +15,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from flash_exp.evaluation import EvaluateConfig, evaluate
+from flash_exp.evaluation.generate import generate_images
 from flash_exp.metrics.clip_score import open_clip_model
 from flash_exp.metrics.features import FeatureExtractor
 from flash_exp.metrics.fid import fid_from_features, image_features
-from flash_exp.metrics.generate import SamplerSetting, generate_images
 from flash_exp.metrics.results import read_json, result_path, status_path
+from flash_exp.metrics.spec import SamplerSetting
 from flash_exp.training.rundir import load_backbone
 from tests.fixtures_eval import REPO, TINY_CLIP, TinyFeatures, compose_evaluate, random_images, write_run
 

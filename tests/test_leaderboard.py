@@ -11,7 +11,6 @@ from flash_exp.leaderboard import build_tables, load_anchors, write_leaderboard
 from flash_exp.leaderboard.cells import sweep_summary
 from flash_exp.leaderboard.plots import sweep_panels
 from flash_exp.leaderboard.tables import swept_axes
-from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.results import (
     RESULT_KIND,
     STATUS_KIND,
@@ -19,7 +18,14 @@ from flash_exp.metrics.results import (
     result_path,
     status_path,
 )
-from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
+from flash_exp.metrics.spec import (
+    SamplerSetting,
+    eval_spec,
+    protocol_hash,
+    protocol_spec,
+    sampler_spec,
+    spec_hash,
+)
 
 FEATURES = {"name": "inception-2015-12-05", "input_size": 299, "weights_sha256": "a" * 64}
 CLIP = {"model": "ViT-g-14", "pretrained": "laion2b_s12b_b42k", "weights_sha256": "b" * 64}

@@ -19,10 +19,16 @@ from flash_exp.metrics.clip_score import (
 )
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
 from flash_exp.metrics.fid import fid_from_features, image_features, reference_statistics
-from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.hashing import file_sha256, prompt_set_hash
 from flash_exp.metrics.images import CenterCropResize
-from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
+from flash_exp.metrics.spec import (
+    SamplerSetting,
+    eval_spec,
+    protocol_hash,
+    protocol_spec,
+    sampler_spec,
+    spec_hash,
+)
 from tests.fixtures_eval import TINY_CLIP, TinyFeatures, random_images
 
 pytest_plugins = ["tests.fixtures_eval"]

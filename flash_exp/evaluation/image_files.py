@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.generate import image_path
-from flash_exp.metrics.images import write_png_atomic
+from flash_exp.metrics.images import image_path, write_png_atomic
 from flash_exp.metrics.results import read_json
 
 log = logging.getLogger("flash_exp.evaluate")

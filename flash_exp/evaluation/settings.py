@@ -8,7 +8,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 
 from flash_exp.config import BackboneConfig, ConfigError, EvalConfig
-from flash_exp.metrics.generate import SamplerSetting
+from flash_exp.metrics.spec import SamplerSetting
 
 
 @dataclass

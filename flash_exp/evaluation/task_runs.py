@@ -31,8 +31,8 @@ from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
 from flash_exp.files import write_json_atomic
 from flash_exp.metrics.fid import GaussianStats, reference_statistics
-from flash_exp.metrics.generate import SamplerSetting, image_path
 from flash_exp.metrics.hashing import sha256_json
+from flash_exp.metrics.images import image_path
 from flash_exp.metrics.restoration import optional_lpips
 from flash_exp.metrics.results import (
     EVAL_DIR,
@@ -40,7 +40,14 @@ from flash_exp.metrics.results import (
     images_dir,
     result_in_place,
 )
-from flash_exp.metrics.spec import eval_spec, protocol_hash, protocol_spec, sampler_spec, spec_hash
+from flash_exp.metrics.spec import (
+    SamplerSetting,
+    eval_spec,
+    protocol_hash,
+    protocol_spec,
+    sampler_spec,
+    spec_hash,
+)
 from flash_exp.tasks.base import Task
 from flash_exp.training.conditions import grid_conditions, held_out_conditions, to_device
 from flash_exp.training.rundir import run_fields

@@ -16,15 +16,15 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from flash_exp.evaluation.generate import generate_images
 from flash_exp.evaluation.image_files import claim
 from flash_exp.evaluation.run_models import RunPipelines, run_models
 from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.generate import SamplerSetting, generate_images
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.results import RESULT_KIND, images_dir, read_json, result_in_place
-from flash_exp.metrics.spec import eval_spec, protocol_hash, sampler_spec, spec_hash
+from flash_exp.metrics.spec import SamplerSetting, eval_spec, protocol_hash, sampler_spec, spec_hash
 from flash_exp.training.rundir import run_fields, student_file
 
 log = logging.getLogger("flash_exp.evaluate")

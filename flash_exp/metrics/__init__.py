@@ -4,7 +4,7 @@ LPIPS through torchmetrics.
 Modules, one job each:
 
 * :mod:`~flash_exp.metrics.hashing`     sha256 of prompts, JSON specs and (memoised) weight files
-* :mod:`~flash_exp.metrics.images`      the crop-and-resize policy and atomic PNG writes
+* :mod:`~flash_exp.metrics.images`      the crop-and-resize policy, atomic PNG writes, image file names
 * :mod:`~flash_exp.metrics.features`    FID feature extractors (Inception file, a CLIP image tower)
 * :mod:`~flash_exp.metrics.fid`         features through clean-fid, Gaussian statistics, cached references
 * :mod:`~flash_exp.metrics.clip_score`  open_clip models from local files and the cosine CLIP score
@@ -13,8 +13,7 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.coco`        COCO caption annotations -> a deterministic prompt set
 * :mod:`~flash_exp.metrics.toy`         the toy world's held-out shards -> prompts and reference images
 * :mod:`~flash_exp.metrics.benchmarks`  benchmark definitions (``eval/benchmarks/*.yaml``) and their prompt sets
-* :mod:`~flash_exp.metrics.generate`    resumable, seeded, batched sampling to PNG files
-* :mod:`~flash_exp.metrics.spec`        the eval spec: everything that changes a number, and its hash
+* :mod:`~flash_exp.metrics.spec`        the eval spec (sampler settings included): what changes a number, and its hash
 * :mod:`~flash_exp.metrics.results`     result and run-status JSON files
 * :mod:`~flash_exp.metrics.restoration` PSNR, SSIM, LPIPS and the condition scores of the tasks
 """

@@ -48,3 +48,8 @@ def write_png_atomic(image: Image.Image, path: Path) -> None:
     half-written PNG under the final name."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def image_path(directory: Path, index: int) -> Path:
+    """The file of image ``index`` of a generated set."""
+    return directory / f"{index:06d}.png"

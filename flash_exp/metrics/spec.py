@@ -9,14 +9,37 @@ text prefix. ``sampler``: student or teacher, NFE, guidance, scheduler and gener
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
 from flash_exp.metrics.clip_score import PHOTO_PREFIX
 from flash_exp.metrics.fid import CLEANFID_MODE
-from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.images import RESIZE_POLICY
+
+SAMPLERS = ("student", "teacher")
+
+
+@dataclass(frozen=True)
+class SamplerSetting:
+    """How images are sampled: ``sampler`` (student LoRA or teacher), ``nfe`` scheduler steps, CFG
+    ``guidance`` (0 = no CFG, the student's setting; the teacher's CFG doubles its UNet calls)."""
+
+    sampler: str
+    nfe: int
+    guidance: float
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler={self.sampler!r}, allowed: {', '.join(SAMPLERS)}")
+        if self.nfe <= 0:
+            raise ValueError(f"nfe={self.nfe} must be positive")
+
+    @property
+    def name(self) -> str:
+        return f"{self.sampler}_nfe{self.nfe}"
+
 
 SPEC_VERSION = 1
 CLIP_SCORE_DEFINITION = "mean cosine similarity of image and text embeddings, in [-1, 1]; not x100, not clamped"

@@ -20,8 +20,8 @@ from torchvision.utils import save_image
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.config import TeacherSamplingConfig
-from flash_exp.metrics.generate import SamplerSetting
 from flash_exp.metrics.restoration import restoration_metrics
+from flash_exp.metrics.spec import SamplerSetting
 from flash_exp.tasks.base import PreparedBatch, Task
 from flash_exp.training.conditions import grid_conditions, to_device
 

@@ -20,29 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from flash_exp.metrics.images import write_png_atomic
-
-SAMPLERS = ("student", "teacher")
-
-
-@dataclass(frozen=True)
-class SamplerSetting:
-    """How images are sampled: ``sampler`` (student LoRA or teacher), ``nfe`` scheduler steps, CFG
-    ``guidance`` (0 = no CFG, the student's setting; the teacher's CFG doubles its UNet calls)."""
-
-    sampler: str
-    nfe: int
-    guidance: float
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler={self.sampler!r}, allowed: {', '.join(SAMPLERS)}")
-        if self.nfe <= 0:
-            raise ValueError(f"nfe={self.nfe} must be positive")
-
-    @property
-    def name(self) -> str:
-        return f"{self.sampler}_nfe{self.nfe}"
+from flash_exp.metrics.images import image_path, write_png_atomic
+from flash_exp.metrics.spec import SamplerSetting
 
 
 @dataclass
@@ -53,10 +32,6 @@ class GenerationReport:
     files: list[Path]
     generated: int
     seconds: float
-
-
-def image_path(directory: Path, index: int) -> Path:
-    return directory / f"{index:06d}.png"
 
 
 def generate_images(pipeline: Callable[[], Any], prompts: Sequence[str], directory: Path,
