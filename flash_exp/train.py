@@ -59,7 +59,7 @@ def resume_checkpoint(ckpt_dir: Path) -> str | None:
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from flash_exp.export import export_student, latest_grid
     from flash_exp.training.checkpoints import checkpoint_step
@@ -67,6 +67,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.loggers import build_loggers
     from flash_exp.training.module import FlashModule
+    from flash_exp.training.progress import OneDrawProgressBar
     from flash_exp.training.samples import SampleGridCallback
 
     quiet_console()
@@ -107,7 +108,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             signal_checkpoint(ckpt_dir),
             SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed,
                                to_trackers=cfg.logger.log_images),
-            TQDMProgressBar(refresh_rate=max(1, t.log_every)),
+            OneDrawProgressBar(refresh_rate=max(1, t.log_every)),
         ],
     )
     last = ckpt_dir / "last.ckpt"

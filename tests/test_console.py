@@ -28,3 +28,25 @@ def test_lightning_lines_reach_the_console_once():
     quiet_console()
     for name in LIGHTNING_LOGGERS:
         assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
+
+
+def test_the_training_bar_is_drawn_once_per_update():
+    """Each update is one draw in a log file: Lightning's own bar draws the count, then the losses."""
+    import io
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from tqdm import tqdm
+
+    from flash_exp.training.progress import OneDrawProgressBar
+
+    def draws(bar_class) -> int:
+        callback, stream = bar_class(refresh_rate=2), io.StringIO()
+        callback.train_progress_bar = tqdm(total=8, file=stream, mininterval=0)
+        callback.get_metrics = lambda trainer, module: {"loss": 0.5}
+        before = stream.getvalue().count("\r")
+        for batch_idx in range(8):
+            callback.on_train_batch_end(None, None, None, None, batch_idx)
+        return stream.getvalue().count("\r") - before
+
+    assert draws(TQDMProgressBar) == 8  # 4 updates (every 2 batches), two draws each
+    assert draws(OneDrawProgressBar) == 4
