@@ -233,3 +233,17 @@ def _tiny_run_template(tmp_path_factory, tiny_sd_dir) -> Path:
 def tiny_run(tmp_path, _tiny_run_template) -> Path:
     """A finished run of the tiny SD pipeline at ``<tmp>/runs/tiny/2025-01-01_00-00-00`` (a fresh copy)."""
     return Path(shutil.copytree(_tiny_run_template, tmp_path / "runs" / "tiny" / "2025-01-01_00-00-00"))
+
+
+def fake_coco(root, split, count, annotated=None):
+    """``count`` empty image files in ``root/split`` and, when ``annotated`` is given, an annotation file
+    listing that many of them (annotated > count: some listed images are absent)."""
+    (root / split).mkdir(parents=True)
+    for i in range(count):
+        (root / split / f"COCO_{split}_{i:012d}.jpg").touch()
+    if annotated is not None:
+        (root / "annotations").mkdir(exist_ok=True)
+        images = [{"id": i, "file_name": f"COCO_{split}_{i:012d}.jpg"} for i in range(annotated)]
+        anns = [{"id": i, "image_id": i, "caption": "a cat"} for i in range(annotated)]
+        (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images,
+                                                                               "annotations": anns}))

@@ -1,4 +1,4 @@
-"""The tiny training config shared by the end-to-end training tests (train, export, checkpoints, ...)."""
+"""The tiny configs shared by the end-to-end training tests (train, export, checkpoints, backbones, ...)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,33 @@ def tiny_train_cfg(tiny_sd_dir: Path | str, shards: Sequence[str], *overrides: s
         "trainer.sample_nfe=[1]", "trainer.optim.lr=1e-3", "trainer.optim.lr_discriminator=1e-3",
         *overrides,
     ]))
+
+
+# the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps
+TINY_OVERRIDES = {
+    "toy": [],
+    "sd15": [],
+    "sdxl": [],
+    "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
+    "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
+}
+PROMPTS = ["a red circle", "a blue square"]
+
+
+def backbone_cfg(name: str, directory: Path, *overrides: str):
+    return validate(compose([
+        f"backbone={name.removesuffix('_t5')}", f"backbone.pretrained={directory}", "backbone.resolution=32",
+        "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
+        "loss.distill.type=l2", "data.shards=[unused]", *TINY_OVERRIDES[name.removesuffix("_t5")], *overrides,
+    ]))
+
+
+def train_overrides(shards: list[str], *extra: str) -> list[str]:
+    return [
+        "backbone.teacher_sampling.steps=2", f"data.shards=[{','.join(shards)}]", "data.batch_size=2",
+        "data.min_aesthetic_score=null", "data.shuffle_buffer=8", "phases.k=[4,4,4,4]",
+        "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu", "trainer.checkpoint_every=100",
+        "trainer.sample_every=0", "trainer.num_sample_prompts=2", "trainer.sample_nfe=[1,2,4]",
+        "trainer.log_every=1", "trainer.optim.lr=5e-3", "trainer.optim.lr_discriminator=1e-3",
+        "data.prompts=[a red circle,a blue square]", *extra,
+    ]

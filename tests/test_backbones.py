@@ -14,36 +14,18 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from flash_exp.config import validate
 from flash_exp.training.samples import viewing_scale
-from tests.conftest import REPO, compose
+from tests.conftest import REPO
+from tests.fixtures_train import PROMPTS, backbone_cfg, train_overrides
 from tests.fixtures_weights import parameters_read, storages
 
 FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
-# the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps
-TINY_OVERRIDES = {
-    "toy": [],
-    "sd15": [],
-    "sdxl": [],
-    "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
-    "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
-}
-PROMPTS = ["a red circle", "a blue square"]
-
-
-def backbone_cfg(name: str, directory: Path, *overrides: str):
-    return validate(compose([
-        f"backbone={name.removesuffix('_t5')}", f"backbone.pretrained={directory}", "backbone.resolution=32",
-        "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
-        "loss.distill.type=l2", "data.shards=[unused]", *TINY_OVERRIDES[name.removesuffix("_t5")], *overrides,
-    ]))
 
 
 @pytest.fixture(scope="module")
@@ -321,17 +303,6 @@ def test_train_without_network_fails_fast_naming_the_hub_id(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ end to end
-def train_overrides(shards: list[str], *extra: str) -> list[str]:
-    return [
-        "backbone.teacher_sampling.steps=2", f"data.shards=[{','.join(shards)}]", "data.batch_size=2",
-        "data.min_aesthetic_score=null", "data.shuffle_buffer=8", "phases.k=[4,4,4,4]",
-        "phases.iterations=[1,1,1,1]", "trainer.accelerator=cpu", "trainer.checkpoint_every=100",
-        "trainer.sample_every=0", "trainer.num_sample_prompts=2", "trainer.sample_nfe=[1,2,4]",
-        "trainer.log_every=1", "trainer.optim.lr=5e-3", "trainer.optim.lr_discriminator=1e-3",
-        "data.prompts=[a red circle,a blue square]", *extra,
-    ]
-
-
 def plain_sample(pipe, family: str, seed: int = 7, steps: int = 4) -> torch.Tensor:
     kwargs = {"use_resolution_binning": False} if family == "pixart" else {}
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))]

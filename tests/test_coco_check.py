@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from flash_exp.data.coco import main
-
-
-def fake_coco(root, split, count, annotated=None):
-    """``count`` empty image files in ``root/split`` and, when ``annotated`` is given, an annotation file
-    listing that many of them (annotated > count: some listed images are absent)."""
-    (root / split).mkdir(parents=True)
-    for i in range(count):
-        (root / split / f"COCO_{split}_{i:012d}.jpg").touch()
-    if annotated is not None:
-        (root / "annotations").mkdir(exist_ok=True)
-        images = [{"id": i, "file_name": f"COCO_{split}_{i:012d}.jpg"} for i in range(annotated)]
-        anns = [{"id": i, "image_id": i, "caption": "a cat"} for i in range(annotated)]
-        (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images,
-                                                                               "annotations": anns}))
+from tests.fixtures_eval import fake_coco
 
 
 def test_a_complete_val2017_and_a_partial_val2014(tmp_path, capsys):

@@ -205,7 +205,7 @@ def test_a_run_trained_with_lpips_loads_its_student_without_lpips_or_the_discrim
     import flash_exp.training.module as module
     from flash_exp.training.student import Student, load_exported_run, load_run
     from tests.conftest import solid_samples, write_shard
-    from tests.test_train import tiny_train_cfg
+    from tests.fixtures_train import tiny_train_cfg
 
     def refuse(*args, **kwargs):
         raise AssertionError("loading a student built a training-only model")

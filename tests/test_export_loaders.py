@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from flash_exp.train import train
 from flash_exp.training.samples import sample_images
 from flash_exp.training.student import load_run
-from tests.test_backbones import PROMPTS, backbone_cfg, train_overrides
+from tests.fixtures_train import PROMPTS, backbone_cfg, train_overrides
 
 ATTENTION = "[to_q,to_k,to_v,to_out.0]"
 FULL = "[to_q,to_k,to_v,to_out.0,proj_in,proj_out,ff.net.0.proj,ff.net.2,conv1,conv2]"  # conf/backbone/toy.yaml

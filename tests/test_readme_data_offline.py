@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from flash_exp.config import compose_train_config
+from tests.fixtures_eval import fake_coco
 from tests.own_data import make_folder
-from tests.test_coco_check import fake_coco
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
