@@ -248,15 +248,22 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, data: ToyData, 
         snr = compute_snr(noise_scheduler, timesteps)
         weights = snr.clamp(max=snr_gamma) / snr
         loss = (F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3)) * weights).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.step(params)
+        optimizer_step(loss, params, optimizer, schedule, ema)
         progress.set_postfix(loss=f"{loss.item():.4f}")
     ema.copy_to(params)
     return unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
+
+
+def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                   schedule: torch.optim.lr_scheduler.LRScheduler, ema: EMAModel) -> None:
+    """One update of the toy models' training loops: backward, clip the gradient norm at 1, step the
+    optimiser, the learning-rate schedule and the EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+    ema.step(params)
 
 
 def save_teacher(out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel,

@@ -17,7 +17,13 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from flash_exp.config import toy_paths
 from flash_exp.toyworld.dataset import ToyData
-from flash_exp.toyworld.teacher import MAX_TOKENS, SD_NOISE_SCHEDULE, encode_posteriors, training_scheduler
+from flash_exp.toyworld.teacher import (
+    MAX_TOKENS,
+    SD_NOISE_SCHEDULE,
+    encode_posteriors,
+    optimizer_step,
+    training_scheduler,
+)
 
 
 @dataclass
@@ -129,12 +135,7 @@ def fit(groups: list[tuple[list[torch.nn.Parameter], float]], loss_fn: Callable[
     progress = tqdm(range(steps), desc=desc, unit="step", mininterval=10)
     for _ in progress:
         loss = loss_fn(generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        ema.step(params)
+        optimizer_step(loss, params, optimizer, schedule, ema)
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     ema.copy_to(params)
 
