@@ -245,7 +245,7 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
     leaderboard). In a sweep every error propagates, the job marked FAILED: Hydra records it and the
     sweep goes on."""
     from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
-    from flash_exp.backbones.preflight import check_against_pretrained
+    from flash_exp.training.preflight import check_against_pretrained
 
     started = False
     try:

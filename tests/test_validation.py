@@ -58,8 +58,8 @@ TEACHER_INVALID = [
 
 @pytest.mark.parametrize(("overrides", "key"), TEACHER_INVALID)
 def test_values_checked_against_the_teachers_config_files(overrides, key):
-    from flash_exp.backbones.preflight import check_against_pretrained
     from flash_exp.config import toy_paths
+    from flash_exp.training.preflight import check_against_pretrained
 
     cfg = validate(compose(["data.shards=[x]", *overrides]))
     with pytest.raises(ConfigError) as err:
@@ -68,8 +68,8 @@ def test_values_checked_against_the_teachers_config_files(overrides, key):
 
 
 def test_every_shipped_backbone_passes_the_teacher_checks():
-    from flash_exp.backbones.preflight import check_against_pretrained, check_scheduler_names
     from flash_exp.config import toy_paths
+    from flash_exp.training.preflight import check_against_pretrained, check_scheduler_names
 
     check_against_pretrained(validate(compose(["data.shards=[x]"])), toy_paths.teacher_dir())
     for name in ("sd15", "sdxl", "pixart", "sd3"):
@@ -119,7 +119,7 @@ def tiny_sd_cfg(tiny_sd_dir, *overrides):
 def test_lora_targets_are_layers_of_the_teachers_denoiser(tiny_sd_dir, no_weights_read, caplog, targets, example):
     """A target matching nothing beside others that match is what peft ignores (a warning); none that
     matches, or one that matches a whole block, is an error naming the key and real layer names."""
-    from flash_exp.backbones.preflight import check_against_pretrained
+    from flash_exp.training.preflight import check_against_pretrained
 
     cfg = tiny_sd_cfg(tiny_sd_dir, f"backbone.lora.targets={targets}")
     if example is None:
@@ -133,7 +133,7 @@ def test_lora_targets_are_layers_of_the_teachers_denoiser(tiny_sd_dir, no_weight
 
 
 def test_the_discriminator_feature_module_is_a_module_of_the_teachers_denoiser(tiny_sd_dir, no_weights_read):
-    from flash_exp.backbones.preflight import check_against_pretrained
+    from flash_exp.training.preflight import check_against_pretrained
 
     with pytest.raises(ConfigError) as err:
         check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "backbone.discriminator.feature_module=mid_blok"), tiny_sd_dir)
@@ -145,7 +145,7 @@ def test_the_discriminator_feature_module_is_a_module_of_the_teachers_denoiser(t
 
 
 def test_lpips_without_its_vgg16_weights_file(tiny_sd_dir, no_weights_read, tmp_path, monkeypatch):
-    from flash_exp.backbones.preflight import check_against_pretrained
+    from flash_exp.training.preflight import check_against_pretrained
 
     missing = tmp_path / "no-vgg16.pth"
     with pytest.raises(ConfigError) as err:

@@ -61,6 +61,12 @@ def edge_f1(found: torch.Tensor, reference: torch.Tensor, tolerance: int = 1) ->
     return float(2 * precision * recall / (precision + recall).clamp_min(1e-8))
 
 
+def lpips_weights_path(weights: str | None) -> Path:
+    """Where LPIPS reads its VGG16 ImageNet weights: ``weights``, else torchvision's cache file
+    ``<torch hub dir>/checkpoints/vgg16-397923af.pth``."""
+    return Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+
+
 def build_lpips(weights: str | None = None) -> torch.nn.Module:
     """LPIPS (VGG16) from torchmetrics, with the VGG16 ImageNet weights read from a local file.
 
@@ -69,7 +75,7 @@ def build_lpips(weights: str | None = None) -> torch.nn.Module:
     """
     from torchmetrics.functional.image.lpips import _LPIPS
 
-    path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    path = lpips_weights_path(weights)
     if not path.is_file():
         raise FileNotFoundError(
             f"LPIPS needs the torchvision VGG16 ImageNet weights at {path} (no network here). Copy "

@@ -95,19 +95,11 @@ def check_scheduler_names(cfg: TrainConfig) -> None:
             raise ConfigError(key, name, f"not a diffusers scheduler; allowed: {', '.join(known)}")
 
 
-def lpips_weights_path(weights: str | None) -> Path:
-    """Where LPIPS reads its VGG16 ImageNet weights: ``loss.distill.lpips_weights``, else torchvision's
-    cache file ``<torch hub dir>/checkpoints/vgg16-397923af.pth``."""
-    if weights:
-        return Path(weights)
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
-
-
 def check_lpips_weights(cfg: TrainConfig) -> None:
     if cfg.method.name != "flash" or cfg.loss.distill.type != "lpips":
         return
+    from flash_exp.metrics.restoration import lpips_weights_path
+
     path = lpips_weights_path(cfg.loss.distill.lpips_weights)
     if not path.is_file():
         raise ConfigError("loss.distill.lpips_weights", str(path),
@@ -206,10 +198,10 @@ def check_feature_module(cfg: TrainConfig, denoiser: nn.Module) -> None:
 def check_against_pretrained(cfg: TrainConfig, directory: Path | str) -> None:
     """Every check of this module; raises :class:`ConfigError` naming the key."""
     directory = Path(directory)
+    check_lpips_weights(cfg)
     check_resolution(cfg, directory)
     check_k(cfg, directory)
     check_scheduler_names(cfg)
-    check_lpips_weights(cfg)
     denoiser = denoiser_on_meta(directory)
     if denoiser is not None:
         if uses_feature_module(cfg):
