@@ -97,3 +97,13 @@ def test_cli_exits_nonzero_before_loading_weights(overrides, key, tmp_path):
     assert proc.returncode != 0
     assert key in proc.stderr
     assert time.monotonic() - start < 60
+
+
+def test_a_config_error_survives_pickling():
+    """A sweep job's error reaches the launcher pickled (submitit): it must come back whole."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ConfigError("trainer.devices", 2, "must equal SLURM_NTASKS_PER_NODE")))
+    assert isinstance(err, ConfigError)
+    assert (err.key, err.value, str(err)) == (
+        "trainer.devices", 2, "invalid config value trainer.devices=2: must equal SLURM_NTASKS_PER_NODE")

@@ -260,17 +260,24 @@ def _csv_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_jobs_that_raise_are_marked_failed_and_listed(slurm_cluster, tiny_sd_dir, train_shards, toy_clip_dir,  # noqa: F811
                                                       toy_shards, eval_cache, tmp_path):  # noqa: F811
-    """Job 0: LPIPS without its VGG16 weights (fails in the check against the teacher's config files).
-    Job 1: trainer.devices=2 in a one-task job (fails in the cluster preflight). Both before any weight loads."""
+    """Job 0: LPIPS without its VGG16 weights (fails in the checks before training). Job 1: trainer.devices=2
+    in a one-task job (fails in the cluster preflight). Both before any weight loads. The two cases are
+    the options of a config group swept in one array (``+failure=lpips,devices``)."""
     from flash_exp.leaderboard import write_leaderboard
     from flash_exp.metrics.results import read_json, status_path
 
     sweep = tmp_path / "failing"
     missing = tmp_path / "no-vgg16.pth"
-    done = run_sweep(slurm_cluster, sweep, [*tiny_training(tiny_sd_dir, train_shards, steps=2, distill_loss="lpips"),
-                                            f"loss.distill.lpips_weights={missing}",
+    cases = tmp_path / "cases" / "failure"
+    cases.mkdir(parents=True)
+    (cases / "lpips.yaml").write_text(
+        f"# @package _global_\nloss:\n  distill:\n    type: lpips\n    lpips_weights: {missing}\n")
+    (cases / "devices.yaml").write_text("# @package _global_\nloss:\n  distill:\n    type: l2\n"
+                                        "trainer:\n  devices: 2\n")
+    done = run_sweep(slurm_cluster, sweep, [*tiny_training(tiny_sd_dir, train_shards, steps=2, distill_loss=None),
                                             *tiny_evaluation(toy_clip_dir, toy_shards, eval_cache),
-                                            "trainer.devices=1,2", "hydra.launcher.tasks_per_node=1"])
+                                            f"hydra.searchpath=[file://{cases.parent}]", "+failure=lpips,devices",
+                                            "hydra.launcher.tasks_per_node=1"])
     assert done.returncode != 0, explain(done, sweep)  # Hydra reports the failed jobs ...
     states = array_tasks(slurm_cluster, sweep, settle_s=60)
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], states  # ... SLURM does not

@@ -14,6 +14,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"invalid config value {key}={value!r}: {allowed}")
 
+    def __reduce__(self):  # a sweep job's error travels pickled to the launcher (submitit)
+        return type(self), (self.key, self.value, self.allowed)
+
 
 def one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``."""
