@@ -27,6 +27,7 @@ from tests.fixtures_eval import REPO, TINY_CLIP, TinyFeatures, compose_evaluate,
 pytest_plugins = ["tests.fixtures_eval"]
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a cat", "a dog", "a yellow kite"]
+SEEDS = list(range(100, 106))
 
 
 def settings(overrides: list[str]) -> EvaluateConfig:
@@ -58,19 +59,19 @@ def test_interrupted_generation_resumes_with_only_the_missing_images(tiny_run, t
 
     pipe = load_pipeline(load_backbone(tiny_run), tiny_run / "export", sampler="student")
     setting = SamplerSetting("student", 2, 0.0)
-    full = generate_images(lambda: pipe, PROMPTS, tmp_path / "full", setting, 0, 32, batch_size=2)
+    full = generate_images(lambda: pipe, PROMPTS, tmp_path / "full", setting, SEEDS, 32, batch_size=2)
     assert full.generated == 6
 
     first = Interrupting(pipe, stop_at=3)
     with pytest.raises(KeyboardInterrupt):
-        generate_images(lambda: first, PROMPTS, tmp_path / "resumed", setting, 0, 32, batch_size=2)
+        generate_images(lambda: first, PROMPTS, tmp_path / "resumed", setting, SEEDS, 32, batch_size=2)
     kept = sorted((tmp_path / "resumed").glob("*.png"))
     assert [p.name for p in kept] == ["000000.png", "000001.png", "000002.png", "000003.png"]
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept}
     (tmp_path / "resumed" / ".000004.png.999.tmp").write_bytes(b"half a png")  # a kill during a write
 
     second = Interrupting(pipe)
-    report = generate_images(lambda: second, PROMPTS, tmp_path / "resumed", setting, 0, 32, batch_size=2)
+    report = generate_images(lambda: second, PROMPTS, tmp_path / "resumed", setting, SEEDS, 32, batch_size=2)
     assert (report.generated, second.images, second.calls) == (2, 2, 1)
     assert before == {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept}
     assert not list((tmp_path / "resumed").glob(".*.tmp"))
@@ -110,7 +111,7 @@ def test_toy_benchmark_end_to_end_in_process(tiny_run, toy_clip_dir, toy_shards,
     assert len({r["protocol_hash"] for r in results.values()}) == 1
     assert len({r["spec_hash"] for r in results.values()}) == 4
     assert results["student_nfe1"]["fid"] != results["teacher_nfe1"]["fid"]  # the LoRA changes the samples
-    assert len(list((tiny_run / "eval" / "toy" / "student_nfe1").glob("*.png"))) == 8
+    assert len(list((tiny_run / "eval" / "toy" / "student_nfe1" / "draw0").glob("*.png"))) == 8
 
     mtimes = {n: result_path(tiny_run, "toy", n).stat().st_mtime_ns for n in names}
     assert evaluate(s) == 0  # everything up to date: nothing regenerated or rescored

@@ -18,7 +18,7 @@ from flash_exp.metrics.clip_score import (
     toy_clip_model,
 )
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
-from flash_exp.metrics.fid import fid_from_features, image_features, reference_statistics
+from flash_exp.metrics.fid import fid_from_features, image_features, reference_features
 from flash_exp.metrics.hashing import file_sha256, prompt_set_hash
 from flash_exp.metrics.images import CenterCropResize
 from flash_exp.metrics.spec import (
@@ -75,17 +75,19 @@ def test_fid_equals_an_independent_scipy_frechet_distance():
     assert abs(fid_from_features(a, b) - expected) / expected <= 1e-6
 
 
-def test_reference_statistics_are_cached_and_keyed(tmp_path):
+def test_reference_features_and_statistics_are_cached_and_keyed(tmp_path):
     files = random_images(tmp_path / "ref", 12)
     extractor = tiny_extractor()
     calls = []
     extractor.module.register_forward_hook(lambda *_: calls.append(1))
-    first = reference_statistics(files, extractor, 32, tmp_path / "cache", {"benchmark": "x"})
+    first = reference_features(files, extractor, 32, tmp_path / "cache", {"benchmark": "x"})
     n_calls = len(calls)
-    again = reference_statistics(files, extractor, 32, tmp_path / "cache", {"benchmark": "x"})
+    again = reference_features(files, extractor, 32, tmp_path / "cache", {"benchmark": "x"})
     assert len(calls) == n_calls  # read from the cache, no feature pass
-    np.testing.assert_array_equal(first.mu, again.mu)
-    reference_statistics(files, extractor, 16, tmp_path / "cache", {"benchmark": "x"})
+    np.testing.assert_array_equal(first.stats.mu, again.stats.mu)
+    np.testing.assert_array_equal(first.features, again.features)
+    assert first.features.shape[0] == 12
+    reference_features(files, extractor, 16, tmp_path / "cache", {"benchmark": "x"})
     assert len(calls) > n_calls  # another eval_res is another key
     assert len(list((tmp_path / "cache" / "fid_stats").glob("*.npz"))) == 2
 

@@ -117,7 +117,12 @@ class EvalConfig:
     """Which benchmarks to score after training (``after_train``) and by ``make eval``."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["toy"])
+    draws: int = 1  # disjoint draws of each benchmark (other noise; other prompts where the pool allows)
     after_train: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     # keys of conf/evaluate.yaml for the evaluation after training (student_nfe, device, cache_dir, ...)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
+            raise ConfigError("eval.draws", self.draws, "must be an integer >= 1")

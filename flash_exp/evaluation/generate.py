@@ -1,7 +1,8 @@
 """Seeded, batched, resumable sampling of a prompt set to PNG files.
 
 Image ``i`` is ``<dir>/<i:06d>.png``, generated from ``prompts[i]`` with a CPU ``torch.Generator``
-seeded ``base_seed + i`` (the same initial noise on every device). Batches are the aligned chunks
+seeded ``noise_seeds[i]`` (the same initial noise on every device; the evaluation's seeds follow
+:func:`flash_exp.metrics.noise.image_noise_seed`). Batches are the aligned chunks
 ``[k * batch_size, (k + 1) * batch_size)`` and only missing images are generated, so a rerun after
 an interruption makes exactly the missing files, in the same batches as an uninterrupted run and
 hence with the same pixels (only a chunk cut in the middle of its writes is finished in a smaller
@@ -35,10 +36,12 @@ class GenerationReport:
 
 
 def generate_images(pipeline: Callable[[], Any], prompts: Sequence[str], directory: Path,
-                    setting: SamplerSetting, base_seed: int, resolution: int, batch_size: int,
+                    setting: SamplerSetting, noise_seeds: Sequence[int], resolution: int, batch_size: int,
                     description: str = "") -> GenerationReport:
     """Make every missing ``<directory>/<i>.png``; ``pipeline()`` builds the diffusers pipeline and is
     called only when something is missing. Images are ``resolution`` x ``resolution`` RGB."""
+    if len(noise_seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts need as many noise seeds, got {len(noise_seeds)}")
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(".*.tmp"):
         stale.unlink()
@@ -57,7 +60,7 @@ def generate_images(pipeline: Callable[[], Any], prompts: Sequence[str], directo
                 prompt=[prompts[i] for i in todo],
                 num_inference_steps=setting.nfe,
                 guidance_scale=setting.guidance,
-                generator=[torch.Generator().manual_seed(base_seed + i) for i in todo],
+                generator=[torch.Generator().manual_seed(noise_seeds[i]) for i in todo],
                 height=resolution,
                 width=resolution,
                 output_type="pil",

@@ -1,7 +1,8 @@
 """The scoring models of an evaluation, loaded once: prompt sets, FID extractors, CLIP models, LPIPS.
 
-A :class:`Scorer` prepares each benchmark of ``eval.benchmarks`` (its prompt set, feature extractor,
-CLIP model and protocol spec), keeps the reference statistics, and scores a list of PNG files.
+A :class:`Scorer` prepares each benchmark of ``eval.benchmarks`` (its prompt set and draws, feature
+extractor, CLIP model and protocol spec), keeps the reference features, and scores a list of PNG
+files: FID, KID, precision/recall/density/coverage on the benchmark's features, and the CLIP score.
 """
 
 from __future__ import annotations
@@ -19,22 +20,36 @@ from flash_exp.evaluation.settings import EvaluateConfig, resolve_device
 from flash_exp.metrics.benchmarks import BENCHMARKS_DIR, BenchmarkConfig, build_prompt_set, load_benchmark
 from flash_exp.metrics.clip_score import TOY_CLIP, ClipModel, clip_scores, open_clip_model, toy_clip_model
 from flash_exp.metrics.features import FeatureExtractor, clip_image_extractor, load_inception
-from flash_exp.metrics.fid import GaussianStats, frechet_distance, image_features, reference_statistics
+from flash_exp.metrics.fid import (
+    GaussianStats,
+    ReferenceFeatures,
+    frechet_distance,
+    image_features,
+    reference_features,
+)
+from flash_exp.metrics.hashing import prompt_set_hash
+from flash_exp.metrics.kid import kernel_inception_distance
+from flash_exp.metrics.noise import kid_subset_seed
+from flash_exp.metrics.precision_recall import nearest_neighbour_radii, precision_recall_density_coverage
 from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.restoration import optional_lpips
-from flash_exp.metrics.spec import protocol_spec
+from flash_exp.metrics.spec import ScoreSettings, protocol_spec
 
 
 @dataclass
 class PreparedBenchmark:
-    """A benchmark with its prompt set, scoring models and protocol spec, ready to score images."""
+    """A benchmark with its prompt set, each draw's ``(prompt offset, prompts)``, scoring models and
+    protocol spec, ready to score images."""
 
     config: BenchmarkConfig
     prompt_set: PromptSet
     extractor: FeatureExtractor
     clip: ClipModel
     protocol: dict[str, Any]
-    reference: GaussianStats | None = None
+    scores: ScoreSettings
+    draws: list[tuple[int, list[str]]]
+    reference: ReferenceFeatures | None = None
+    reference_radii: np.ndarray | None = None
 
 
 class Scorer:
@@ -80,35 +95,51 @@ class Scorer:
             clip = self._clip(cfg.clip.model, cfg.clip.pretrained)
             reference = {"count": len(prompt_set.reference_files), "sha256": prompt_set.reference_hash(),
                          "source": prompt_set.provenance.get("reference", "all")}
+            scores = self.score_settings(cfg)
+            draws = prompt_set.draw_prompts(scores.draws)
             protocol = protocol_spec(cfg.name, prompt_set.prompt_hash, len(prompt_set.prompts), cfg.eval_res,
                                      cfg.seed, extractor.describe(), reference, clip.describe(),
-                                     cfg.clip.photo_prefix)
-            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol)
+                                     cfg.clip.photo_prefix, scores, [prompt_set_hash(p) for _, p in draws])
+            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol, scores, draws)
         return self._benchmarks[name]
 
-    def _reference(self, bench: PreparedBenchmark) -> GaussianStats:
+    def score_settings(self, cfg: BenchmarkConfig) -> ScoreSettings:
+        """``eval.draws`` and the benchmark's KID and precision/recall settings."""
+        return ScoreSettings(self.settings.eval.draws, cfg.kid.num_subsets, cfg.kid.max_subset_size,
+                             cfg.kid.degree, cfg.nearest_k)
+
+    def _reference(self, bench: PreparedBenchmark) -> tuple[ReferenceFeatures, np.ndarray]:
         if bench.reference is None:
             key = {"benchmark": bench.config.name, "reference": bench.protocol["fid"]["reference"]}
-            bench.reference = reference_statistics(bench.prompt_set.reference_files, bench.extractor,
-                                                   bench.config.eval_res, self.cache_dir, key,
-                                                   self.settings.batch_size, self.settings.num_workers)
-        return bench.reference
+            bench.reference = reference_features(bench.prompt_set.reference_files, bench.extractor,
+                                                 bench.config.eval_res, self.cache_dir, key,
+                                                 self.settings.batch_size, self.settings.num_workers)
+        if bench.reference_radii is None:
+            bench.reference_radii = nearest_neighbour_radii(bench.reference.features, bench.scores.nearest_k,
+                                                            self.device)
+        return bench.reference, bench.reference_radii
 
-    def score(self, bench: PreparedBenchmark, files: list[Path], prompts: list[str] | None = None,
-              reference: GaussianStats | None = None) -> dict[str, float]:
-        """FID against the reference statistics and mean CLIP score of ``files`` (in prompt order),
-        with the wall time of each in seconds. ``prompts`` and ``reference`` default to the
-        benchmark's (a conditional task brings its captions and ground truth)."""
-        cfg, s = bench.config, self.settings
-        reference = reference if reference is not None else self._reference(bench)
+    def score(self, bench: PreparedBenchmark, files: list[Path], prompts: list[str],
+              reference: ReferenceFeatures | None = None, draw: int = 0) -> dict[str, float]:
+        """Scores of ``files`` (generated from ``prompts``, in order) as draw ``draw``: FID, KID and its
+        standard deviation over subsets, precision/recall/density/coverage against the reference
+        features, the mean CLIP score, and the wall time of the feature scores and of CLIP in seconds.
+        ``reference`` defaults to the benchmark's (a conditional task brings its ground truth)."""
+        cfg, s, k = bench.config, self.settings, bench.scores
+        if reference is None:
+            reference, radii = self._reference(bench)
+        else:
+            radii = nearest_neighbour_radii(reference.features, k.nearest_k, self.device)
         start = time.perf_counter()
         feats = image_features(files, bench.extractor, cfg.eval_res, s.batch_size, s.num_workers, "FID features")
-        fid = frechet_distance(GaussianStats.from_features(feats), reference)
+        fid = frechet_distance(GaussianStats.from_features(feats), reference.stats)
+        kid = kernel_inception_distance(feats, reference.features, k.kid_subsets, k.kid_subset_size, k.kid_degree,
+                                        kid_subset_seed(cfg.seed, draw))
+        prdc = precision_recall_density_coverage(feats, reference.features, k.nearest_k, radii, self.device)
         mid = time.perf_counter()
-        clip = clip_scores(files, prompts if prompts is not None else bench.prompt_set.prompts, bench.clip,
-                           cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
-        return {"fid": fid, "clip_score": float(np.mean(clip)), "fid_s": mid - start,
-                "clip_s": time.perf_counter() - mid}
+        clip = clip_scores(files, prompts, bench.clip, cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
+        return {"fid": fid, "kid": kid.mean, "kid_std": kid.std, **prdc, "clip_score": float(np.mean(clip)),
+                "fid_s": mid - start, "clip_s": time.perf_counter() - mid}
 
     def lpips(self) -> torch.nn.Module | None:
         """torchmetrics' LPIPS when the VGG16 weights are on this machine (built once), else None

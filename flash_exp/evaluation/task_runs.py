@@ -3,8 +3,11 @@
 Instead of a benchmark's prompts, the benchmark's first ``num_images`` held-out conditions of the task
 (``task.grid_shards``, with masks / degradations / edge maps seeded by the benchmark's seed). Per
 sampler setting: FID against the ground-truth images of those conditions (the benchmark's feature
-extractor), the CLIP score against their captions, and ``restoration``: PSNR, SSIM and LPIPS against
-the ground truth (tasks that have one) and the task's condition scores, each the mean over images.
+extractor), KID and precision/recall/density/coverage on the same features, the CLIP score against
+their captions, and ``restoration``: PSNR, SSIM and LPIPS against the ground truth (tasks that have
+one) and the task's condition scores, each the mean over images. With ``eval.draws`` > 1 every draw
+samples the same conditions from other noise (:func:`~flash_exp.metrics.noise.image_noise_seed`);
+scores are the mean over draws, as in text-to-image results, with a gallery of draw 0's first images.
 The student is the export, loaded by diffusers' LoRA loader into the backbone
 (:func:`~flash_exp.training.student.load_exported_run`); no training module is built.
 """
@@ -25,14 +28,18 @@ from tqdm import tqdm
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.config import TrainConfig
+from flash_exp.evaluation.gallery import copy_gallery, gallery_dir, relative_paths
 from flash_exp.evaluation.image_files import claim, write_pngs
 from flash_exp.evaluation.run_models import run_models
 from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
+from flash_exp.evaluation.text_to_image import draw_record
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.fid import GaussianStats, reference_statistics
+from flash_exp.metrics.draws import summarise_draws
+from flash_exp.metrics.fid import ReferenceFeatures, reference_features
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.images import image_path
+from flash_exp.metrics.noise import image_noise_seeds
 from flash_exp.metrics.restoration import optional_lpips
 from flash_exp.metrics.results import (
     EVAL_DIR,
@@ -93,9 +100,9 @@ def score_task_run(scorer: Scorer, run_dir: Path) -> list[dict[str, Any]]:
         reference = {"count": len(truth_files), "sha256": conditions, "source": "ground truth of the conditions"}
         protocol = {**protocol_spec(name, conditions, len(captions), bench.config.eval_res, bench.config.seed,
                                     bench.extractor.describe(), reference, bench.clip.describe(),
-                                    bench.config.clip.photo_prefix),
+                                    bench.config.clip.photo_prefix, bench.scores),
                     "task": module.task.name}
-        stats = reference_statistics(truth_files, bench.extractor, bench.config.eval_res, scorer.cache_dir,
+        stats = reference_features(truth_files, bench.extractor, bench.config.eval_res, scorer.cache_dir,
                                      {"benchmark": name, "task": module.task.name, "conditions": conditions},
                                      s.batch_size, s.num_workers)
         for setting in sampler_settings(backbone_cfg, s.student_nfe, s.teacher_nfe, s.teacher_full):
@@ -109,10 +116,10 @@ def score_task_run(scorer: Scorer, run_dir: Path) -> list[dict[str, Any]]:
 
 
 def score_task_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, module: Student,
-                       batch: dict[str, Any], reference: GaussianStats, setting: SamplerSetting,
+                       batch: dict[str, Any], reference: ReferenceFeatures, setting: SamplerSetting,
                        spec: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """One benchmark x sampler setting of a task run: the result in place when its spec and model are
-    unchanged, else sample the conditions in batches (seed ``benchmark seed + first index``), score, write."""
+    unchanged, else sample the conditions of each draw in batches, score, write."""
     name, digest = bench.config.name, spec_hash(spec)
     out, existing = result_in_place(run_dir, name, setting.name, digest, model)
     if existing is not None:
@@ -121,30 +128,41 @@ def score_task_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, 
     task, backbone, s = module.task, module.backbone, scorer.settings
     directory = images_dir(run_dir, name, setting.name)
     claim(directory, {"spec_hash": digest, "model": model})
-    count = len(batch["captions"])
+    count, captions = len(batch["captions"]), list(batch["captions"])
     start = time.perf_counter()
-    totals: dict[str, float] = {}
-    for first in tqdm(range(0, count, s.batch_size), desc=f"{run_dir.name} {name} {setting.name}", unit="batch"):
-        chunk = to_device(batch_slice(batch, first, first + s.batch_size), scorer.device)
-        [(_, images, scores)] = sample_and_score(backbone, task, chunk, [setting], bench.config.seed + first,
-                                                 lpips=scorer.lpips())
-        write_pngs(images * 2 - 1, directory, first)
-        for key, value in scores.items():
-            if isinstance(value, (int, float)):
-                totals[key] = totals.get(key, 0.0) + float(value) * images.shape[0]
-    generation = time.perf_counter() - start
-    files = [image_path(directory, i) for i in range(count)]
-    scores = scorer.score(bench, files, list(batch["captions"]), reference)
-    restoration = {k: v / count for k, v in totals.items()}
+    draws, restorations, seconds = [], [], {"generation": 0.0, "fid": 0.0, "clip": 0.0}
+    for d in range(bench.scores.draws):
+        draw_start, totals = time.perf_counter(), {}
+        draw_dir = directory / f"draw{d}"
+        for first in tqdm(range(0, count, s.batch_size), desc=f"{run_dir.name} {name} {setting.name} draw {d}",
+                          unit="batch"):
+            chunk = to_device(batch_slice(batch, first, first + s.batch_size), scorer.device)
+            seeds = image_noise_seeds(bench.config.seed, d, range(first, min(first + s.batch_size, count)))
+            [(_, images, scores)] = sample_and_score(backbone, task, chunk, [setting], seeds[0],
+                                                     lpips=scorer.lpips(), noise_seeds=seeds)
+            write_pngs(images * 2 - 1, draw_dir, first)
+            for key, value in scores.items():
+                if isinstance(value, (int, float)):
+                    totals[key] = totals.get(key, 0.0) + float(value) * images.shape[0]
+        seconds["generation"] += time.perf_counter() - draw_start
+        files = [image_path(draw_dir, i) for i in range(count)]
+        scores = scorer.score(bench, files, captions, reference, draw=d)
+        seconds["fid"] += scores["fid_s"]
+        seconds["clip"] += scores["clip_s"]
+        if d == 0:
+            kept = copy_gallery(files, gallery_dir(run_dir, name, setting.name))
+        restorations.append({k: v / count for k, v in totals.items()})
+        draws.append({**draw_record(d, 0, captions, scores), "restoration": restorations[-1]})
+    restoration = {k: sum(r[k] for r in restorations) / len(restorations) for k in restorations[0]}
     if task.has_ground_truth and "lpips" not in restoration:
         restoration["lpips"] = None
     result = {
         "kind": RESULT_KIND, **run_fields(run_dir), "task": task.name,
         "benchmark": name, "setting": setting.name, "sampler": setting.sampler, "nfe": setting.nfe,
-        "guidance": setting.guidance, "fid": scores["fid"], "clip_score": scores["clip_score"],
-        "restoration": restoration, "num_images": count, "images_generated": count,
-        "wall_time_s": {"generation": generation, "fid": scores["fid_s"], "clip": scores["clip_s"],
-                        "total": time.perf_counter() - start},
+        "guidance": setting.guidance, **summarise_draws(draws), "draws": draws,
+        "gallery": relative_paths(kept, run_dir), "gallery_prompts": captions[:len(kept)],
+        "restoration": restoration, "num_images": count, "images_generated": count * len(draws),
+        "wall_time_s": {**seconds, "total": time.perf_counter() - start},
         "spec_hash": digest, "protocol_hash": protocol_hash(spec), "spec": spec, "model": model,
         "prompts": {"source": "held-out conditions", "keys_sha256": sha256_json(list(batch["key"]))},
         "images": str(directory),

@@ -1,7 +1,10 @@
 """A text-to-image run: each benchmark's prompts sampled by the student and the teacher, then scored.
 
-Teacher baselines do not depend on the run: they are computed once per teacher under
-``<cache_dir>/teachers`` and copied into every run that shares the teacher and the spec.
+Each benchmark x sampler setting is scored over ``eval.draws`` draws (draw ``d``'s images in
+``<setting>/draw<d>/``, each draw resumable on its own); the result holds each draw's scores, their
+mean and spread, and a gallery of draw 0's first images. Teacher baselines do not depend on the run:
+they are computed once per teacher under ``<cache_dir>/teachers`` and copied (gallery included) into
+every run that shares the teacher and the spec.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from flash_exp.evaluation.gallery import GALLERY_DIR, copy_gallery, gallery_dir, relative_paths
 from flash_exp.evaluation.generate import generate_images
 from flash_exp.evaluation.image_files import claim
 from flash_exp.evaluation.run_models import RunPipelines, run_models
 from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.hashing import sha256_json
+from flash_exp.metrics.draws import summarise_draws
+from flash_exp.metrics.hashing import prompt_set_hash, sha256_json
+from flash_exp.metrics.noise import image_noise_seeds
 from flash_exp.metrics.results import RESULT_KIND, images_dir, read_json, result_in_place
 from flash_exp.metrics.spec import SamplerSetting, eval_spec, protocol_hash, sampler_spec, spec_hash
 from flash_exp.training.rundir import run_fields, student_file
@@ -61,27 +67,44 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
         log.info("%s: %s %s is up to date", run_dir, name, setting.name)
         return existing
     shared = None
+    gallery = gallery_dir(run_dir, name, setting.name)
     if setting.sampler == "teacher":
         shared = scorer.cache_dir / "teachers" / sha256_json(model)[:16] / name / digest[:16]
         cached = read_json(shared / TEACHER_RESULT_FILE)
         if cached is not None and cached.get("spec_hash") == digest and cached.get("model") == model:
+            copy_gallery(sorted((shared / GALLERY_DIR).glob("*.png")), gallery)
             result = {**cached, **run_fields(run_dir), "reused_from": str(shared)}
             write_json_atomic(out, result)
             return result
     directory = shared if shared is not None else images_dir(run_dir, name, setting.name)
     claim(directory, {"spec_hash": digest, "model": model})
     start = time.perf_counter()
-    report = generate_images(pipeline, bench.prompt_set.prompts, directory, setting, bench.config.seed,
-                             resolution, scorer.settings.batch_size,
-                             description=f"{run_dir.name} {name} {setting.name}")
-    scores = scorer.score(bench, report.files)
+    draws, generated, seconds = [], 0, {"generation": 0.0, "fid": 0.0, "clip": 0.0}
+    for d, (offset, prompts) in enumerate(bench.draws):
+        report = generate_images(pipeline, prompts, directory / f"draw{d}", setting,
+                                 image_noise_seeds(bench.config.seed, d, range(len(prompts))), resolution,
+                                 scorer.settings.batch_size,
+                                 description=f"{run_dir.name} {name} {setting.name} draw {d}")
+        scores = scorer.score(bench, report.files, prompts, draw=d)
+        if d == 0:
+            kept = copy_gallery(report.files, gallery)
+            gallery_prompts = prompts[:len(kept)]
+            if shared is not None:
+                copy_gallery(report.files, shared / GALLERY_DIR)
+        draws.append(draw_record(d, offset, prompts, scores))
+        generated += report.generated
+        for key, value in (("generation", report.seconds), ("fid", scores["fid_s"]), ("clip", scores["clip_s"])):
+            seconds[key] += value
+        if not scorer.settings.keep_images:
+            for png in report.files:
+                png.unlink(missing_ok=True)
     result = {
         "kind": RESULT_KIND, **run_fields(run_dir),
         "benchmark": name, "setting": setting.name, "sampler": setting.sampler, "nfe": setting.nfe,
-        "guidance": setting.guidance, "fid": scores["fid"], "clip_score": scores["clip_score"],
-        "num_images": len(report.files), "images_generated": report.generated,
-        "wall_time_s": {"generation": report.seconds, "fid": scores["fid_s"], "clip": scores["clip_s"],
-                        "total": time.perf_counter() - start},
+        "guidance": setting.guidance, **summarise_draws(draws), "draws": draws,
+        "gallery": relative_paths(kept, run_dir), "gallery_prompts": gallery_prompts,
+        "num_images": len(bench.draws[0][1]), "images_generated": generated,
+        "wall_time_s": {**seconds, "total": time.perf_counter() - start},
         "spec_hash": digest, "protocol_hash": protocol_hash(spec), "spec": spec, "model": model,
         "prompts": bench.prompt_set.provenance, "images": str(directory),
         "versions": {p: version(p) for p in ("torch", "diffusers", "clean-fid", "open_clip_torch")},
@@ -90,8 +113,16 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
     if shared is not None:
         write_json_atomic(shared / TEACHER_RESULT_FILE, result)
     write_json_atomic(out, result)
-    if not scorer.settings.keep_images:
-        for png in report.files:
-            png.unlink(missing_ok=True)
-    log.info("%s: %s %s FID %.4f CLIP %.4f", run_dir, name, setting.name, result["fid"], result["clip_score"])
+    log.info("%s: %s %s FID %.4f%s CLIP %.4f recall %.3f (%d draws)", run_dir, name, setting.name, result["fid"],
+             f" ± {result['fid_std']:.4f}" if result["fid_std"] is not None else "", result["clip_score"],
+             result["recall"], len(draws))
     return result
+
+
+DRAW_SCORES = ("fid", "clip_score", "kid", "kid_std", "precision", "recall", "density", "coverage")
+
+
+def draw_record(draw: int, offset: int, prompts: list[str], scores: dict[str, float]) -> dict[str, Any]:
+    """One draw's entry of a result: its scores and which prompts it sampled (offset in the prompt pool)."""
+    return {"draw": draw, **{k: scores[k] for k in DRAW_SCORES}, "prompt_offset": offset,
+            "prompts_sha256": prompt_set_hash(prompts)}

@@ -49,14 +49,25 @@ class ClipConfig:
 
 
 @dataclass
+class KidConfig:
+    """KID over ``num_subsets`` random subsets of ``min(n, M, max_subset_size)`` features (clean-fid's defaults)."""
+
+    num_subsets: int = 100
+    max_subset_size: int = 1000
+    degree: int = 3
+
+
+@dataclass
 class BenchmarkConfig:
     name: str = MISSING
     source: str = "coco"
     description: str = ""
     num_images: int = 5000
     eval_res: int = 256  # side of the centre-crop + LANCZOS resize, real and generated images
-    seed: int = 0  # image i is generated with seed + i
-    features: str = "inception"  # FID feature extractor: inception | toy_clip
+    seed: int = 0  # image i of draw d starts from the noise of flash_exp.metrics.noise.image_noise_seed(seed, d, i)
+    features: str = "inception"  # FID feature extractor (also of KID and precision/recall): inception | toy_clip
+    kid: KidConfig = field(default_factory=KidConfig)
+    nearest_k: int = 5  # neighbours of precision/recall/density/coverage (the prdc package's usual k)
     clip: ClipConfig = field(default_factory=ClipConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
@@ -69,9 +80,14 @@ class BenchmarkConfig:
         if self.coco.reference not in REFERENCE_MODES:
             raise ConfigError(f"{self.name}.coco.reference", self.coco.reference,
                               f"allowed values are {', '.join(REFERENCE_MODES)}")
-        for key in ("num_images", "eval_res"):
-            if getattr(self, key) < 2:
-                raise ConfigError(f"{self.name}.{key}", getattr(self, key), "must be an integer >= 2")
+        for key, value in (("num_images", self.num_images), ("eval_res", self.eval_res),
+                           ("kid.max_subset_size", self.kid.max_subset_size)):
+            if value < 2:
+                raise ConfigError(f"{self.name}.{key}", value, "must be an integer >= 2")
+        for key, value in (("kid.num_subsets", self.kid.num_subsets), ("kid.degree", self.kid.degree),
+                           ("nearest_k", self.nearest_k)):
+            if value < 1:
+                raise ConfigError(f"{self.name}.{key}", value, "must be an integer >= 1")
 
 
 def available_benchmarks(directory: Path = BENCHMARKS_DIR) -> list[str]:

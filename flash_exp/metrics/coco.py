@@ -7,8 +7,13 @@ Selection rule (seeded, so the same files and seed give the same prompts on ever
 3. one caption per selected image, drawn with the same RNG (``randrange`` over the image's captions
    sorted by annotation id), in image-id order; whitespace collapsed.
 
+Further draws of the benchmark take their prompts from the pool that follows these: every other
+caption of the annotations (each image's captions in annotation-id order, images in id order, the
+chosen ones left out), shuffled by ``random.Random(caption_seed)``. With ``reference: selected`` every
+draw keeps the chosen captions (the reference images are theirs).
+
 Alternatively a captions file (one caption per line, e.g. GigaGAN's COCO2014 30k list) gives the
-prompts: its first ``num_images`` lines, in order. The reference images are either every image of
+prompts: its first ``num_images`` lines, in order (further draws: the lines after them). The reference images are either every image of
 the annotation file (``reference: all``, the GigaGAN/DMD2 convention: all of val2014 for FID-30k)
 or only the selected ones (``reference: selected``; not possible with a captions file).
 """
@@ -66,6 +71,15 @@ def select_captions(captions: dict[int, list[str]], count: int, seed: int) -> li
     return [(i, captions[i][rng.randrange(len(captions[i]))]) for i in chosen]
 
 
+def other_captions(captions: dict[int, list[str]], chosen: list[tuple[int, str]], seed: int) -> list[str]:
+    """Every caption not in ``chosen`` (image ids in order, each image's captions in order), shuffled by
+    ``random.Random(seed)``: the prompt pool of further draws."""
+    taken = set(chosen)
+    rest = [c for i in sorted(captions) for c in captions[i] if (i, c) not in taken]
+    random.Random(seed).shuffle(rest)
+    return rest
+
+
 def coco_prompt_set(benchmark: str, root: Path, annotations: str, images: str, num_images: int,
                     caption_seed: int = 0, captions_file: str | None = None,
                     reference: str = "all") -> PromptSet:
@@ -87,7 +101,8 @@ def coco_prompt_set(benchmark: str, root: Path, annotations: str, images: str, n
         if reference == "selected":
             raise ConfigError(f"{benchmark}.coco.reference", reference,
                               "needs captions chosen from the annotations, not from coco.captions_file")
-        prompts = read_captions_file(caps_path, num_images)
+        pool = read_captions_file(caps_path, num_images)
+        prompts = pool[:num_images]
         provenance["captions_file"] = caps_path.name
         ref_ids = sorted(files)
     else:
@@ -95,8 +110,9 @@ def coco_prompt_set(benchmark: str, root: Path, annotations: str, images: str, n
         prompts = [c for _, c in pairs]
         provenance.update(caption_seed=caption_seed, selection="seeded-sample+randrange (flash_exp.metrics.coco)")
         ref_ids = sorted(files) if reference == "all" else [i for i, _ in pairs]
+        pool = prompts + (other_captions(captions, pairs, caption_seed) if reference == "all" else [])
     reference_files = [image_dir / files[i] for i in ref_ids]
     absent = [p for p in reference_files if not p.is_file()]
     if absent:
         raise _missing(benchmark, f"{len(absent)} of {len(reference_files)} reference images", absent, root)
-    return PromptSet(prompts, reference_files, provenance)
+    return PromptSet(prompts, reference_files, provenance, pool=pool)

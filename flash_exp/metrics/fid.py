@@ -8,8 +8,9 @@ Every image, real or generated, goes through clean-fid's ``get_files_features`` 
 3. the extractor (:mod:`flash_exp.metrics.features`).
 
 The distance is clean-fid's ``frechet_distance`` on (mean, covariance) of the features. Reference
-statistics live in ``<cache_dir>/fid_stats/`` under a sha256 of everything that changes them, next
-to a JSON file that spells that key out. These are the building blocks of clean-fid's
+statistics live in ``<cache_dir>/fid_stats/<key>.npz`` under a sha256 of everything that changes them,
+beside the reference features themselves (``<key>.features.npy``, for KID and precision/recall) and
+a JSON file that spells that key out. These are the building blocks of clean-fid's
 ``compute_fid``, used directly because its reference-statistics branch reads and writes inside the
 installed package and downloads what is missing; the extractor is handed to them as clean-fid's
 feature model, exactly as ``compute_fid(custom_feat_extractor=...)`` does.
@@ -88,9 +89,17 @@ def image_features(files: Sequence[Path], extractor: FeatureExtractor, eval_res:
         )
 
 
-def reference_statistics(files: Sequence[Path], extractor: FeatureExtractor, eval_res: int, cache_dir: Path,
-                         key: dict[str, Any], batch_size: int = 32, num_workers: int = 0) -> GaussianStats:
-    """Statistics of the reference images ``files``, computed once and then read from the cache.
+@dataclass
+class ReferenceFeatures:
+    """The reference set's ``features`` (M, D) and their Gaussian ``stats``."""
+
+    features: np.ndarray
+    stats: GaussianStats
+
+
+def reference_features(files: Sequence[Path], extractor: FeatureExtractor, eval_res: int, cache_dir: Path,
+                       key: dict[str, Any], batch_size: int = 32, num_workers: int = 0) -> ReferenceFeatures:
+    """Features and statistics of the reference images ``files``, computed once and then read from the cache.
 
     ``key`` must describe the reference set (e.g. its name and a hash of its file list); the
     extractor, ``eval_res``, the resize policy and the clean-fid mode are added to it here.
@@ -99,15 +108,17 @@ def reference_statistics(files: Sequence[Path], extractor: FeatureExtractor, eva
                 "resize": RESIZE_POLICY, "cleanfid_mode": CLEANFID_MODE}
     digest = sha256_json(full_key)
     directory = Path(cache_dir) / STATS_DIR
-    path = directory / f"{digest}.npz"
-    if path.is_file():
-        log.info("reference FID statistics from %s", path)
-        return GaussianStats.load(path)
-    log.info("computing reference FID statistics of %d images -> %s", len(files), path)
-    stats = GaussianStats.from_features(
-        image_features(files, extractor, eval_res, batch_size, num_workers, description="reference")
-    )
+    path, features_path = directory / f"{digest}.npz", directory / f"{digest}.features.npy"
+    if path.is_file() and features_path.is_file():
+        log.info("reference features and FID statistics from %s", path)
+        return ReferenceFeatures(np.load(features_path), GaussianStats.load(path))
+    log.info("computing reference features of %d images -> %s", len(files), path)
+    features = image_features(files, extractor, eval_res, batch_size, num_workers, description="reference")
+    stats = GaussianStats.from_features(features)
     directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(features_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, features)
     stats.save(path)
     (directory / f"{digest}.json").write_text(json.dumps(full_key, indent=2, sort_keys=True) + "\n")
-    return stats
+    return ReferenceFeatures(features, stats)

@@ -2,7 +2,8 @@
 
 A spec has two parts. ``protocol``: benchmark, prompt-set hash, image count, evaluation resolution,
 resize policy, base seed, FID implementation and feature extractor, reference set, CLIP model and
-text prefix. ``sampler``: student or teacher, NFE, guidance, scheduler and generation resolution.
+text prefix, the draws (how many, each draw's prompt-set hash), the noise rule, and the settings of
+KID and precision/recall/density/coverage. ``sampler``: student or teacher, NFE, guidance, scheduler and generation resolution.
 ``spec_hash`` covers both; the leaderboard puts results in one table only when their
 ``protocol_hash`` is equal, and compares numbers of equal ``spec_hash`` side by side.
 """
@@ -17,6 +18,7 @@ from flash_exp.metrics.clip_score import PHOTO_PREFIX
 from flash_exp.metrics.fid import CLEANFID_MODE
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.images import RESIZE_POLICY
+from flash_exp.metrics.noise import KID_SUBSET_RULE, NOISE_RULE
 
 SAMPLERS = ("student", "teacher")
 
@@ -41,14 +43,45 @@ class SamplerSetting:
         return f"{self.sampler}_nfe{self.nfe}"
 
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 CLIP_SCORE_DEFINITION = "mean cosine similarity of image and text embeddings, in [-1, 1]; not x100, not clamped"
+DRAW_PROMPTS_RULE = ("draw d takes prompts [d*n, (d+1)*n) of the prompt pool when the pool holds draws*n prompts, "
+                     "else every draw takes the first n")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The settings of the scores beside FID and CLIP: ``draws`` disjoint draws of the benchmark, KID
+    over ``kid_subsets`` subsets of ``min(n, M, kid_subset_size)`` features with a polynomial kernel of
+    ``kid_degree``, and precision/recall/density/coverage with ``nearest_k`` neighbours."""
+
+    draws: int = 1
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_degree: int = 3
+    nearest_k: int = 5
+
+    def describe(self, draw_prompt_hashes: list[str]) -> dict[str, Any]:
+        """The spec entries of these settings; ``draw_prompt_hashes``: each draw's prompt-set sha256."""
+        return {
+            "draws": {"count": self.draws, "prompts": DRAW_PROMPTS_RULE, "prompt_sets_sha256": draw_prompt_hashes,
+                      "mean_and_std": "mean over draws; sample standard deviation (ddof 1), null for one draw"},
+            "noise": NOISE_RULE,
+            "kid": {"kernel": f"(x.y/d + 1)^{self.kid_degree}", "estimator": "unbiased MMD^2 (clean-fid kernel_distance)",
+                    "num_subsets": self.kid_subsets, "max_subset_size": self.kid_subset_size,
+                    "subsets": KID_SUBSET_RULE, "std": "over the subsets, ddof 0 (torchmetrics)"},
+            "prdc": {"nearest_k": self.nearest_k, "distance": "euclidean", "comparison": "strict < (prdc)"},
+        }
 
 
 def protocol_spec(benchmark: str, prompt_hash: str, num_images: int, eval_res: int, seed: int,
                   features: dict[str, Any], reference: dict[str, Any], clip: dict[str, Any],
-                  photo_prefix: bool) -> dict[str, Any]:
-    """The protocol part of a spec (independent of how the images are sampled)."""
+                  photo_prefix: bool, scores: ScoreSettings | None = None,
+                  draw_prompt_hashes: list[str] | None = None) -> dict[str, Any]:
+    """The protocol part of a spec (independent of how the images are sampled); ``draw_prompt_hashes``
+    default to ``prompt_hash`` for every draw (draws that differ only in noise)."""
+    scores = scores if scores is not None else ScoreSettings()
+    hashes = draw_prompt_hashes if draw_prompt_hashes is not None else [prompt_hash] * scores.draws
     return {
         "benchmark": benchmark,
         "prompt_set_sha256": prompt_hash,
@@ -60,6 +93,7 @@ def protocol_spec(benchmark: str, prompt_hash: str, num_images: int, eval_res: i
         "fid": {"implementation": f"clean-fid=={version('clean-fid')}", "mode": CLEANFID_MODE,
                 "features": features, "reference": reference},
         "clip": {**clip, "text_prefix": PHOTO_PREFIX if photo_prefix else "", "score": CLIP_SCORE_DEFINITION},
+        **scores.describe(hashes),
     }
 
 

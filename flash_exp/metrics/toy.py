@@ -1,6 +1,7 @@
 """The toy benchmark's prompt set: the toy world's held-out shards (jpg + json{caption}).
 
-Prompts are the captions of the first ``num_images`` held-out samples in shard order; the reference
+Prompts are the captions of the first ``num_images`` held-out samples in shard order (further draws
+take the next ``num_images`` captions while the split lasts); the reference
 images are all held-out images, written once (their JPEG bytes as stored) under
 ``<cache_dir>/toy_reference/<hash of the shards>/`` so clean-fid can read them as files.
 """
@@ -47,4 +48,4 @@ def toy_prompt_set(num_images: int, cache_dir: Path, shards: Sequence[str] | Non
                           f"(set +eval.options.toy.num_images={len(captions)})")
     reference = [directory / f"{i:06d}.jpg" for i in range(len(captions))]
     provenance = {"shards": [Path(s).name for s in shards], "shards_sha256": digest, "reference": "all"}
-    return PromptSet(captions[:num_images], reference, provenance)
+    return PromptSet(captions[:num_images], reference, provenance, pool=list(captions))

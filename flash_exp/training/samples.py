@@ -11,6 +11,7 @@ the one loop the grids, the task-run evaluation and the toy teachers' evaluation
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -46,11 +47,12 @@ def viewing_scale(side: int, min_side: int = 128) -> int:
 
 @torch.no_grad()
 def sample_conditional(backbone: Backbone, cond, null, latent_shape: tuple[int, ...], student: bool, steps: int,
-                       guidance: float, seed: int) -> torch.Tensor:
+                       guidance: float, seed: int, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
     """Images (B, 3, R, R) in [0, 1] sampled with ``cond`` (and ``null`` for CFG when ``guidance > 1``).
 
     The student uses its few-step scheduler without CFG (LoRA on); the teacher its sampling scheduler
-    (LoRA off). Sample i starts from noise seeded ``seed + i``, as :func:`sample_images`.
+    (LoRA off). Sample i starts from noise seeded ``noise_seeds[i]``, by default ``seed + i`` as
+    :func:`sample_images`; ``seed`` also seeds a stochastic scheduler's steps.
     """
     from flash_exp.method.distiller import guided_output
 
@@ -58,8 +60,9 @@ def sample_conditional(backbone: Backbone, cond, null, latent_shape: tuple[int, 
     sched = backbone.make_scheduler("student" if student else "teacher_sampling")
     sched.set_timesteps(steps, device=device)
     b = latent_shape[0]
-    x = torch.stack([torch.randn(latent_shape[1:], generator=torch.Generator().manual_seed(seed + i))
-                     for i in range(b)]).to(device)
+    seeds = list(noise_seeds) if noise_seeds is not None else [seed + i for i in range(b)]
+    x = torch.stack([torch.randn(latent_shape[1:], generator=torch.Generator().manual_seed(s))
+                     for s in seeds]).to(device)
     x = x * getattr(sched, "init_noise_sigma", 1.0)
     generator = torch.Generator().manual_seed(seed)
     with backbone.adapter(student):
@@ -90,12 +93,12 @@ def task_settings(nfe: list[int], teacher_sampling: TeacherSamplingConfig) -> li
 
 @torch.no_grad()
 def sample_task(backbone: Backbone, task: Task, batch: dict, setting: SamplerSetting, seed: int,
-                prepared: PreparedBatch | None = None) -> torch.Tensor:
+                prepared: PreparedBatch | None = None, noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
     """Outputs (B, 3, R, R) in [0, 1] for the conditions of ``batch`` (``prepared``: its
     ``task.prepare``, computed here when not given), sampled by :func:`sample_conditional`."""
     prepared = prepared if prepared is not None else task.prepare(batch, backbone)
     return sample_conditional(backbone, prepared.condition, prepared.null_condition, tuple(prepared.latents.shape),
-                              setting.sampler == "student", setting.nfe, setting.guidance, seed)
+                              setting.sampler == "student", setting.nfe, setting.guidance, seed, noise_seeds)
 
 
 def score_samples(task: Task, images: torch.Tensor, batch: dict, truth: torch.Tensor | None,
@@ -109,14 +112,16 @@ def score_samples(task: Task, images: torch.Tensor, batch: dict, truth: torch.Te
 
 
 def sample_and_score(backbone: Backbone, task: Task, batch: dict, settings: list[SamplerSetting], seed: int,
-                     lpips: torch.nn.Module | None = None) -> list[tuple[SamplerSetting, torch.Tensor, dict]]:
+                     lpips: torch.nn.Module | None = None, noise_seeds: Sequence[int] | None = None
+                     ) -> list[tuple[SamplerSetting, torch.Tensor, dict]]:
     """For each sampler setting, in order: the outputs for the conditions of ``batch`` (prepared once;
-    sample i starts from noise seeded ``seed + i``) and their :func:`score_samples`."""
+    sample i starts from noise seeded ``noise_seeds[i]``, by default ``seed + i``) and their
+    :func:`score_samples`."""
     prepared = task.prepare(batch, backbone)
     truth = task.ground_truth(batch)
     out = []
     for setting in settings:
-        images = sample_task(backbone, task, batch, setting, seed, prepared)
+        images = sample_task(backbone, task, batch, setting, seed, prepared, noise_seeds)
         out.append((setting, images, score_samples(task, images, batch, truth, lpips)))
     return out
 
