@@ -239,3 +239,41 @@ def test_a_run_trained_with_lpips_loads_its_student_without_lpips_or_the_discrim
     _, exported = load_exported_run(run)
     lora = exported.state_dict()  # the export is loaded as the adapter "flash"
     assert all(torch.allclose(lora[k.replace(".default.", ".flash.")], state[k]) for k in state)
+
+
+def test_two_draws_on_the_toy_benchmark_report_their_mean_and_sd_and_keep_a_gallery(tiny_run, toy_clip_dir,
+                                                                                       toy_shards, tmp_path):
+    import shutil
+    import statistics
+
+    overrides = ["student_nfe=[1]", "teacher_nfe=[]", "eval.draws=2", "keep_images=false",
+                 *toy_overrides(tmp_path, toy_clip_dir, toy_shards)]
+    assert evaluate(settings([f"run_dir={tiny_run}", *overrides])) == 0
+    captions = [f"a {c} square on a white background" for c in ("red", "green", "blue")]
+    for name in ("student_nfe1", "teacher_nfe2"):
+        r = read_json(result_path(tiny_run, "toy", name))
+        assert [d["draw"] for d in r["draws"]] == [0, 1]
+        fids = [d["fid"] for d in r["draws"]]
+        assert r["fid"] == pytest.approx(statistics.mean(fids))
+        assert r["fid_std"] == pytest.approx(statistics.stdev(fids)) and r["fid_std"] > 0
+        assert r["clip_score_std"] == pytest.approx(statistics.stdev(d["clip_score"] for d in r["draws"]))
+        assert r["kid"] == pytest.approx(statistics.mean(d["kid"] for d in r["draws"])) and math.isfinite(r["kid"])
+        assert r["kid_std"] == r["draws"][0]["kid_std"]
+        for key in ("precision", "recall", "density", "coverage"):
+            assert r[key] == pytest.approx(statistics.mean(d[key] for d in r["draws"])) and r[key] >= 0.0
+        # the 24 held-out captions hold two disjoint sets of 8: the second draw takes captions 8..15
+        assert [d["prompt_offset"] for d in r["draws"]] == [0, 8]
+        assert len(set(r["spec"]["protocol"]["draws"]["prompt_sets_sha256"])) == 2
+        assert r["gallery"] == [f"eval/toy/gallery/{name}/{i:06d}.png" for i in range(8)]
+        assert r["gallery_prompts"] == [captions[i % 3] for i in range(8)]
+        assert all((tiny_run / p).is_file() for p in r["gallery"])  # kept although keep_images is false
+    assert not list((tiny_run / "eval" / "toy" / "student_nfe1").rglob("*.png"))
+
+    other = Path(shutil.copytree(tiny_run, tmp_path / "runs" / "tiny" / "other"))
+    shutil.rmtree(other / "eval")
+    assert evaluate(settings([f"run_dir={other}", *overrides])) == 0
+    teacher = read_json(result_path(other, "toy", "teacher_nfe2"))
+    assert "reused_from" in teacher  # the cached teacher result, its gallery copied into this run
+    first = read_json(result_path(tiny_run, "toy", "teacher_nfe2"))["gallery"]
+    for a, b in zip(first, teacher["gallery"], strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(tiny_run / a)), np.asarray(Image.open(other / b)))
