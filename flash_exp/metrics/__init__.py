@@ -1,4 +1,4 @@
-"""Evaluation metrics and benchmarks: FID through clean-fid, CLIP score through open_clip, PSNR / SSIM /
+"""Evaluation metrics and benchmarks: FID (and KID) through clean-fid, CLIP score through open_clip, PSNR / SSIM /
 LPIPS through torchmetrics.
 
 Modules, one job each:
@@ -7,6 +7,10 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.images`      the crop-and-resize policy, atomic PNG writes, image file names
 * :mod:`~flash_exp.metrics.features`    FID feature extractors (Inception file, a CLIP image tower)
 * :mod:`~flash_exp.metrics.fid`         features through clean-fid, Gaussian statistics, cached references
+* :mod:`~flash_exp.metrics.kid`         KID: unbiased polynomial-kernel MMD² over seeded subsets, and its std
+* :mod:`~flash_exp.metrics.precision_recall`  precision, recall, density, coverage of generated vs reference features
+* :mod:`~flash_exp.metrics.noise`       the evaluation's seed rules: each image's initial noise, KID's subsets
+* :mod:`~flash_exp.metrics.draws`       a benchmark's scores over draws: means and standard deviations
 * :mod:`~flash_exp.metrics.clip_score`  open_clip models from local files and the cosine CLIP score
 * :mod:`~flash_exp.metrics.toy_clip`    the shipped toy CLIP, registered with open_clip and loaded
 * :mod:`~flash_exp.metrics.prompts`     a prompt set: ordered prompts, reference images, provenance

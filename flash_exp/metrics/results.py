@@ -3,8 +3,11 @@
 Layout inside a run directory::
 
     eval/status.json                          {"kind": "flash_exp.run_status", "status", "reason", ...}
-    eval/<benchmark>/<sampler>_nfe<N>.json    one result: FID, CLIP score, count, wall time, spec + hash
-    eval/<benchmark>/<sampler>_nfe<N>/        the generated PNGs and spec.json (which spec made them)
+    eval/<benchmark>/<sampler>_nfe<N>.json    one result: FID, KID, precision/recall/density/coverage, CLIP
+                                              score (mean over draws, per draw under "draws"), count, wall
+                                              time, gallery, spec + hash
+    eval/<benchmark>/<sampler>_nfe<N>/        spec.json (which spec made the images) and draw<d>/: draw d's PNGs
+    eval/<benchmark>/gallery/<sampler>_nfe<N>/  copies of draw 0's first 8 PNGs, kept with keep_images=false
 """
 
 from __future__ import annotations
