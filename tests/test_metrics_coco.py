@@ -70,3 +70,18 @@ def test_shipped_benchmarks_load_and_build_on_the_fixture(coco_root, tmp_path):
     assert json.dumps(prompt_set.provenance)  # recorded in results as plain JSON
     assert load_benchmark("coco2014_30k").num_images == 30000
     assert load_benchmark("coco2014_10k").num_images == 10000
+
+
+def test_further_draws_take_other_captions_of_the_annotations(coco_root):
+    import collections
+
+    _, captions = load_annotations(coco_root / ANN)
+    every = collections.Counter(c for caps in captions.values() for c in caps)
+    prompt_set = coco_prompt_set("t", coco_root, ANN, IMAGES, 5, caption_seed=3)
+    (o0, first), (o1, second) = prompt_set.draw_prompts(2)
+    assert (o0, o1) == (0, 5) and first == prompt_set.prompts
+    used = collections.Counter(first) + collections.Counter(second)
+    assert all(used[c] <= every[c] for c in used)  # no (image, caption) pair is taken twice
+    assert sum(every.values()) == len(prompt_set.pool)  # the pool: every caption, the chosen ones first
+    selected = coco_prompt_set("t", coco_root, ANN, IMAGES, 5, caption_seed=3, reference="selected")
+    assert selected.draw_prompts(2) == [(0, selected.prompts)] * 2  # its reference is the chosen images

@@ -585,6 +585,8 @@ def test_the_evaluation_scores_a_task_run_with_restoration_metrics_beside_fid(tm
         assert r["task"] == "inpainting" and r["num_images"] == 5 and r["fid"] >= 0.0 and -1 <= r["clip_score"] <= 1
         assert set(r["restoration"]) == {"psnr", "ssim", "lpips", "psnr_masked", "psnr_unmasked"} and r["restoration"]["lpips"] is None
         assert "vgg16" in r["lpips_note"] and r["spec"]["protocol"]["task"] == "inpainting"
+        assert r["kid"] is not None and r["recall"] is None  # 5 images: precision/recall need more than k = 5
+        assert len(r["draws"]) == 1 and r["fid_std"] is None and len(r["gallery"]) == 5
     assert student["protocol_hash"] == teacher["protocol_hash"] and student["spec_hash"] != teacher["spec_hash"]
 
     def load(directory: Path) -> torch.Tensor:
@@ -592,7 +594,7 @@ def test_the_evaluation_scores_a_task_run_with_restoration_metrics_beside_fid(tm
         return torch.stack([torch.from_numpy(__import__("numpy").asarray(Image.open(f))).permute(2, 0, 1)
                             for f in files]).float() / 255
 
-    outputs, truth = load(run / "eval" / "toy" / "student_nfe1"), load(run / "eval" / "toy" / "ground_truth")
+    outputs, truth = load(run / "eval" / "toy" / "student_nfe1" / "draw0"), load(run / "eval" / "toy" / "ground_truth")
     assert outputs.shape == truth.shape == (5, 3, 32, 32)
     # mean over the 3 + 2 images of the two batches = mean over the five (PNG rounding: < 0.1 dB)
     per_image = [psnr(outputs[i : i + 1], truth[i : i + 1]) for i in range(5)]

@@ -30,7 +30,11 @@ from flash_exp.metrics.fid import (
 from flash_exp.metrics.hashing import prompt_set_hash
 from flash_exp.metrics.kid import kernel_inception_distance
 from flash_exp.metrics.noise import kid_subset_seed
-from flash_exp.metrics.precision_recall import nearest_neighbour_radii, precision_recall_density_coverage
+from flash_exp.metrics.precision_recall import (
+    PRDC_SCORES,
+    nearest_neighbour_radii,
+    precision_recall_density_coverage,
+)
 from flash_exp.metrics.prompts import PromptSet
 from flash_exp.metrics.restoration import optional_lpips
 from flash_exp.metrics.spec import ScoreSettings, protocol_spec
@@ -108,34 +112,37 @@ class Scorer:
         return ScoreSettings(self.settings.eval.draws, cfg.kid.num_subsets, cfg.kid.max_subset_size,
                              cfg.kid.degree, cfg.nearest_k)
 
-    def _reference(self, bench: PreparedBenchmark) -> tuple[ReferenceFeatures, np.ndarray]:
+    def _reference(self, bench: PreparedBenchmark) -> tuple[ReferenceFeatures, np.ndarray | None]:
         if bench.reference is None:
             key = {"benchmark": bench.config.name, "reference": bench.protocol["fid"]["reference"]}
             bench.reference = reference_features(bench.prompt_set.reference_files, bench.extractor,
                                                  bench.config.eval_res, self.cache_dir, key,
                                                  self.settings.batch_size, self.settings.num_workers)
-        if bench.reference_radii is None:
-            bench.reference_radii = nearest_neighbour_radii(bench.reference.features, bench.scores.nearest_k,
-                                                            self.device)
+        k = bench.scores.nearest_k
+        if bench.reference_radii is None and bench.reference.features.shape[0] > k:
+            bench.reference_radii = nearest_neighbour_radii(bench.reference.features, k, self.device)
         return bench.reference, bench.reference_radii
 
     def score(self, bench: PreparedBenchmark, files: list[Path], prompts: list[str],
               reference: ReferenceFeatures | None = None, draw: int = 0) -> dict[str, float]:
         """Scores of ``files`` (generated from ``prompts``, in order) as draw ``draw``: FID, KID and its
         standard deviation over subsets, precision/recall/density/coverage against the reference
-        features, the mean CLIP score, and the wall time of the feature scores and of CLIP in seconds.
+        features (None when either set has at most ``nearest_k`` images), the mean CLIP score, and the wall time of the feature scores and of CLIP in seconds.
         ``reference`` defaults to the benchmark's (a conditional task brings its ground truth)."""
         cfg, s, k = bench.config, self.settings, bench.scores
         if reference is None:
             reference, radii = self._reference(bench)
         else:
-            radii = nearest_neighbour_radii(reference.features, k.nearest_k, self.device)
+            radii = None
         start = time.perf_counter()
         feats = image_features(files, bench.extractor, cfg.eval_res, s.batch_size, s.num_workers, "FID features")
         fid = frechet_distance(GaussianStats.from_features(feats), reference.stats)
         kid = kernel_inception_distance(feats, reference.features, k.kid_subsets, k.kid_subset_size, k.kid_degree,
                                         kid_subset_seed(cfg.seed, draw))
-        prdc = precision_recall_density_coverage(feats, reference.features, k.nearest_k, radii, self.device)
+        if min(feats.shape[0], reference.features.shape[0]) > k.nearest_k:
+            prdc = precision_recall_density_coverage(feats, reference.features, k.nearest_k, radii, self.device)
+        else:  # undefined: a set needs more than nearest_k features
+            prdc = dict.fromkeys(PRDC_SCORES)
         mid = time.perf_counter()
         clip = clip_scores(files, prompts, bench.clip, cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
         return {"fid": fid, "kid": kid.mean, "kid_std": kid.std, **prdc, "clip_score": float(np.mean(clip)),

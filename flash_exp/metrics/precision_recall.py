@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 NEAREST_K = 5
+PRDC_SCORES = ("precision", "recall", "density", "coverage")
 BLOCK_ROWS = 1024
 
 
