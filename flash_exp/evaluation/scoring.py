@@ -127,8 +127,9 @@ class Scorer:
               reference: ReferenceFeatures | None = None, draw: int = 0) -> dict[str, float]:
         """Scores of ``files`` (generated from ``prompts``, in order) as draw ``draw``: FID, KID and its
         standard deviation over subsets, precision/recall/density/coverage against the reference
-        features (None when either set has at most ``nearest_k`` images), the mean CLIP score, and the wall time of the feature scores and of CLIP in seconds.
-        ``reference`` defaults to the benchmark's (a conditional task brings its ground truth)."""
+        features (None when either set has at most ``nearest_k`` images), the mean CLIP score, and the
+        wall time of the feature scores and of CLIP in seconds. ``reference`` defaults to the
+        benchmark's (a conditional task brings its ground truth)."""
         cfg, s, k = bench.config, self.settings, bench.scores
         if reference is None:
             reference, radii = self._reference(bench)

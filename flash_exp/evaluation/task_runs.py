@@ -33,9 +33,8 @@ from flash_exp.evaluation.image_files import claim, write_pngs
 from flash_exp.evaluation.run_models import run_models
 from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
-from flash_exp.evaluation.text_to_image import draw_record
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.draws import summarise_draws
+from flash_exp.metrics.draws import draw_record, summarise_draws
 from flash_exp.metrics.fid import ReferenceFeatures, reference_features
 from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.images import image_path

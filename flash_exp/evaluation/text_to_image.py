@@ -26,8 +26,8 @@ from flash_exp.evaluation.run_models import RunPipelines, run_models
 from flash_exp.evaluation.scoring import PreparedBenchmark, Scorer
 from flash_exp.evaluation.settings import sampler_settings
 from flash_exp.files import write_json_atomic
-from flash_exp.metrics.draws import summarise_draws
-from flash_exp.metrics.hashing import prompt_set_hash, sha256_json
+from flash_exp.metrics.draws import draw_record, summarise_draws
+from flash_exp.metrics.hashing import sha256_json
 from flash_exp.metrics.noise import image_noise_seeds
 from flash_exp.metrics.results import RESULT_KIND, images_dir, read_json, result_in_place
 from flash_exp.metrics.spec import SamplerSetting, eval_spec, protocol_hash, sampler_spec, spec_hash
@@ -79,7 +79,7 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
     directory = shared if shared is not None else images_dir(run_dir, name, setting.name)
     claim(directory, {"spec_hash": digest, "model": model})
     start = time.perf_counter()
-    draws, generated, seconds = [], 0, {"generation": 0.0, "fid": 0.0, "clip": 0.0}
+    draws, scored, generated, seconds = [], [], 0, {"generation": 0.0, "fid": 0.0, "clip": 0.0}
     for d, (offset, prompts) in enumerate(bench.draws):
         report = generate_images(pipeline, prompts, directory / f"draw{d}", setting,
                                  image_noise_seeds(bench.config.seed, d, range(len(prompts))), resolution,
@@ -95,9 +95,7 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
         generated += report.generated
         for key, value in (("generation", report.seconds), ("fid", scores["fid_s"]), ("clip", scores["clip_s"])):
             seconds[key] += value
-        if not scorer.settings.keep_images:
-            for png in report.files:
-                png.unlink(missing_ok=True)
+        scored.extend(report.files)
     result = {
         "kind": RESULT_KIND, **run_fields(run_dir),
         "benchmark": name, "setting": setting.name, "sampler": setting.sampler, "nfe": setting.nfe,
@@ -113,16 +111,10 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
     if shared is not None:
         write_json_atomic(shared / TEACHER_RESULT_FILE, result)
     write_json_atomic(out, result)
-    log.info("%s: %s %s FID %.4f%s CLIP %.4f recall %.3f (%d draws)", run_dir, name, setting.name, result["fid"],
-             f" ± {result['fid_std']:.4f}" if result["fid_std"] is not None else "", result["clip_score"],
-             result["recall"], len(draws))
+    if not scorer.settings.keep_images:
+        for png in scored:
+            png.unlink(missing_ok=True)
+    log.info("%s: %s %s FID %.4f (sd %s over %d draws) CLIP %.4f recall %s", run_dir, name, setting.name,
+             result["fid"], result["fid_std"], len(draws), result["clip_score"], result["recall"])
     return result
 
-
-DRAW_SCORES = ("fid", "clip_score", "kid", "kid_std", "precision", "recall", "density", "coverage")
-
-
-def draw_record(draw: int, offset: int, prompts: list[str], scores: dict[str, float]) -> dict[str, Any]:
-    """One draw's entry of a result: its scores and which prompts it sampled (offset in the prompt pool)."""
-    return {"draw": draw, **{k: scores[k] for k in DRAW_SCORES}, "prompt_offset": offset,
-            "prompts_sha256": prompt_set_hash(prompts)}

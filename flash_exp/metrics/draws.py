@@ -1,4 +1,4 @@
-"""One benchmark's scores over its draws: the mean of each score and the spread of FID and CLIP."""
+"""One benchmark's scores over its draws: each draw's record, the mean of each score, the spread over draws."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from flash_exp.metrics.hashing import prompt_set_hash
+
+DRAW_SCORES = ("fid", "clip_score", "kid", "kid_std", "precision", "recall", "density", "coverage")
 MEAN_SCORES = ("fid", "clip_score", "kid", "precision", "recall", "density", "coverage")
 SPREAD_SCORES = ("fid", "clip_score", "kid")
+
+
+def draw_record(draw: int, offset: int, prompts: list[str], scores: dict[str, Any]) -> dict[str, Any]:
+    """One draw's entry of a result: its :data:`DRAW_SCORES` and which prompts it sampled
+    (``prompt_offset``: the first prompt's index in the benchmark's prompt pool; ``prompts_sha256``)."""
+    return {"draw": draw, **{k: scores[k] for k in DRAW_SCORES}, "prompt_offset": offset,
+            "prompts_sha256": prompt_set_hash(prompts)}
 
 
 def _mean(values: list[float | None]) -> float | None:
