@@ -9,7 +9,6 @@ from flash_exp.config.backbone import BackboneConfig
 from flash_exp.config.conf_dir import backbones_of_families
 from flash_exp.config.data import DataConfig
 from flash_exp.config.errors import ConfigError, refuse_command_urls
-from flash_exp.config.reference import check_reference_key
 from flash_exp.config.method import (
     DIFFUSION_FAMILIES,
     LossConfig,
@@ -17,6 +16,7 @@ from flash_exp.config.method import (
     PhasesConfig,
     TimestepsConfig,
 )
+from flash_exp.config.reference import check_reference_key
 from flash_exp.config.task import TaskConfig
 from flash_exp.config.trainer import EvalConfig, LoggerConfig, TrainerConfig
 
