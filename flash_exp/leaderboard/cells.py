@@ -102,15 +102,17 @@ def table_columns(table: Table) -> list[str]:
 
 
 def spread_cell(row: Row, metric: str, digits: int, link: str) -> str:
-    """The 95 % t interval over seeds; for a single-seed row the sd over evaluation draws, marked
-    single-seed (``link``: where the page explains it)."""
+    """The 95 % t interval over seeds; for a single-seed student the sd over evaluation draws, marked
+    single-seed (``link``: where the page explains it); a teacher (no training seed) its draw sd only."""
     interval = row.intervals.get(metric)
     if interval is not None and interval.low is not None:
         return f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+    mark = f", {link}" if row.sampler == "student" else ""
     sd = row.draw_sd.get(metric)
     if sd is not None:
-        return f"±{sd:.{digits}f} sd over {row.draws} draws, {link}"
-    return f"one draw, {link}"
+        over = f"{row.draws} draws" if row.draws > 1 else "draws"
+        return f"±{sd:.{digits}f} sd over {over}{mark}"
+    return f"one draw{mark}"
 
 
 def _score(value: float | None, digits: int) -> str:

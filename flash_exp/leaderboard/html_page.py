@@ -52,7 +52,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-col
          "th{background:#f3f3f3}.anchors td{color:#555;font-style:italic}.protocol{font-size:.85em;color:#444}"
          "img{max-width:100%}summary{cursor:pointer;margin:.5em 0;color:#036}"
          ".verdicts td{text-align:left}.gallery th{font-size:.75em;font-weight:normal;text-align:left;max-width:14em}"
-         ".gallery td{padding:1px}.thumb{image-rendering:pixelated;display:block}")
+         ".gallery td{padding:1px}.thumb{image-rendering:pixelated;display:block;margin:auto}")
 
 
 FOLD_ROWS = 30  # an HTML results table longer than this starts folded
