@@ -157,3 +157,13 @@ def test_the_gallery_shows_the_same_prompts_at_1_2_4_nfe_beside_the_teacher(tmp_
     assert re.search(r"<th>toy-teacher, 25 NFE, CFG 5</th>", gallery)
     assert "flash toy: s0, seed 0, 1 NFE" in gallery and "seed 1" not in gallery
     assert "src='data:image/png;base64," in gallery and "eval/toy/" not in page  # opens from anywhere
+
+
+def test_a_single_seed_sweep_is_not_resolved_and_asks_for_a_second_seed(tmp_path):
+    sweep = tmp_path / "runs" / "sweeps" / "fig5g_gan_loss" / "toy-t2i" / "t0"
+    write_sweep(sweep, "fig5g_gan_loss", "loss.adversarial.type", "lsgan",
+                {"lsgan": {4: [4.0]}, "wgan": {4: [9.0]}}, _gan)
+    tables = build_tables(iter_results(tmp_path / "runs"), tmp_path / "runs")
+    (choice,) = design_choices(tables)
+    assert choice.seeds == 1
+    assert choice.fid_verdicts[4] == "not resolved with 1 seed (wgan needs a 2nd seed)"

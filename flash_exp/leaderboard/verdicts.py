@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from flash_exp.config.reference import normalise_value
 from flash_exp.leaderboard.tables import Row, Table, experiment_name
-from flash_exp.metrics.statistics import BETTER, WORSE, PairedComparison, paired_comparison
+from flash_exp.metrics.statistics import (
+    BETTER,
+    MAX_SEEDS_SEARCHED,
+    WORSE,
+    PairedComparison,
+    paired_comparison,
+)
 
 VERDICT_NFE = (4, 1)
 
@@ -82,7 +88,7 @@ def summary(comparisons: Sequence[Comparison]) -> str:
         return f"confirmed: all {len(worse)} others worse"
 
     def needs(c: Comparison) -> str:
-        return f"{c.value} needs {c.paired.seeds_needed}" if c.paired.seeds_needed else f"{c.value} ?"
+        return f"{c.value} needs {seeds_needed_text(c.paired)}"
 
     head = f"not resolved with {n} seed{'s' if n != 1 else ''}"
     if worse:
@@ -140,6 +146,14 @@ def design_cells(choice: DesignChoice) -> list[str]:
             choice.fid_verdicts[4], choice.fid_verdicts[1], choice.clip_verdicts[4]]
 
 
+def seeds_needed_text(p: PairedComparison) -> str:
+    """The seeds that would resolve ``p``; "a 2nd seed" without a spread (one pair), "> 10000" when no
+    number searched resolves it (a mean difference of about 0)."""
+    if p.interval.sd is None:
+        return "a 2nd seed"
+    return str(p.seeds_needed) if p.seeds_needed is not None else f"> {MAX_SEEDS_SEARCHED}"
+
+
 PAIRED_COLUMNS = ("value", "NFE", "metric", "seeds", "difference per seed (value - paper's choice)",
                   "mean difference", "95 % interval", "verdict", "seeds needed")
 
@@ -151,4 +165,4 @@ def paired_cells(c: Comparison) -> list[str]:
     interval = "-" if p.interval.low is None else f"[{p.interval.low:+.{digits}f}, {p.interval.high:+.{digits}f}]"
     return [c.value, str(c.nfe), metric, ",".join(str(s) for s in p.seeds),
             " ".join(f"{d:+.{digits}f}" for d in p.differences), f"{p.interval.mean:+.{digits}f}", interval,
-            p.verdict, "-" if p.seeds_needed is None else str(p.seeds_needed)]
+            p.verdict, seeds_needed_text(p)]
