@@ -28,6 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config import ConfigError, TrainConfig, compose, register_configs, register_resolvers, validate
+from flash_exp.config.reference import check_reference
 from flash_exp.training.overrides import normalise_overrides, sweep_points, swept_values
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,8 +169,12 @@ def sweep_jobs(args: list[str]) -> list[list[str]]:
 
 
 def plan(args: list[str], gpu: str) -> list[JobPlan]:
-    """Every job of the run or sweep that ``args`` describe, composed, validated and costed."""
-    return [plan_job(overrides, validate(_compose(overrides)), gpu) for overrides in sweep_jobs(args)]
+    """Every job of the run or sweep that ``args`` describe, composed, validated and costed; a sweep's
+    ``reference`` must be one of the values it sweeps."""
+    jobs = [(overrides, validate(_compose(overrides))) for overrides in sweep_jobs(args)]
+    for _, cfg in jobs[:1]:
+        check_reference(cfg.reference, [overrides for overrides, _ in jobs])
+    return [plan_job(overrides, cfg, gpu) for overrides, cfg in jobs]
 
 
 def format_table(jobs: list[JobPlan]) -> str:

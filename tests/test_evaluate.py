@@ -186,7 +186,7 @@ def test_evaluate_and_leaderboard_command_lines(tiny_run, toy_clip_dir, toy_shar
     done = subprocess.run([sys.executable, "-m", "flash_exp.leaderboard", "--runs-dir", str(tiny_run.parent.parent),
                            "--out-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # columns: rank, run, sampler, steps (data batches trained), NFE, CFG, FID
+    # columns: rank, run, sampler, train steps (data batches trained), NFE, CFG, FID
     row = rf"\| student \| (\d+|-) \| 1 \| 0 \| {result['fid']:.3f} \|"
     assert re.search(row, (out / "leaderboard.md").read_text())
     assert "data:image/png;base64," in (out / "leaderboard.html").read_text()

@@ -110,28 +110,30 @@ def test_a_sweep_gets_one_panel_per_swept_axis(tmp_path):
     assert "Sweep " in page and page.count("data:image/png;base64,") == 2
     # the Markdown panel: one row per job in launch order (not by FID), FID per NFE
     header, body = sweep_summary(table, str(sweep))
-    assert header == ["loss.distill.type", "phases.k", "FID 1 NFE", "FID 2 NFE", "CLIP 1 NFE", "CLIP 2 NFE"]
-    assert [row[:4] for row in body] == [["l2", "[16,16,16,16]", "11.000", "12.000"],
-                                         ["l1", "[16,16,16,16]", "12.000", "13.000"],
-                                         ["l2", "[32,32,32,32]", "13.000", "14.000"],
-                                         ["l1", "[32,32,32,32]", "14.000", "15.000"]]
+    assert header == ["loss.distill.type", "phases.k", "seeds", "FID ↓ 1 NFE", "FID ↓ 2 NFE", "CLIP ↑ 1 NFE",
+                      "CLIP ↑ 2 NFE"]
+    assert [row[:5] for row in body] == [["l2", "[16,16,16,16]", "1", "11.000", "12.000"],
+                                         ["l1", "[16,16,16,16]", "1", "12.000", "13.000"],
+                                         ["l2", "[32,32,32,32]", "1", "13.000", "14.000"],
+                                         ["l1", "[32,32,32,32]", "1", "14.000", "15.000"]]
     md = md_path.read_text()
     assert "### sweep 2025-01-01_00-00-00: loss.distill.type, phases.k (toy)" in md
     assert "Sweep `sweeps/2025-01-01_00-00-00`" in md
 
 
-def test_ranks_compare_runs_of_equal_steps_only_and_a_lone_row_has_no_rank(tmp_path):
+def test_rows_of_different_train_steps_are_ranked_together_and_show_their_train_steps(tmp_path):
     runs = tmp_path / "runs"
-    for name, steps, fid in (("short", 60, 20.0), ("long", 600, 10.0), ("long2", 600, 12.0)):
+    for name, steps, fid in (("short", 60, 20.0), ("long", 600, 10.0), ("mid", 300, 12.0)):
         write_result(runs / name, "toy", "student", 2, fid, overrides=[])
         OmegaConf.save(OmegaConf.create({"trainer": {"max_steps": None}, "phases": {"iterations": [steps]}}),
                        runs / name / ".hydra" / "config.yaml")
     (table,) = build_tables(iter_results(runs), runs)
     rows = {r.label: r for r in table.rows}
-    assert (rows["short"].steps, rows["short"].of) == (60, 1)
-    assert (rows["long"].rank, rows["long"].of, rows["long2"].rank) == (1, 2, 2)
+    assert [(rows[n].steps, rows[n].rank, rows[n].of) for n in ("long", "mid", "short")] == [
+        (600, 1, 3), (300, 2, 3), (60, 3, 3)]
     md = write_leaderboard(runs, tmp_path / "board")[0].read_text()
-    assert "| - | short | student | 60 | 2 |" in md and "| 1/2 | long | student | 600 | 2 |" in md
+    assert "| rank | model | sampler | train steps | NFE |" in md
+    assert "| 3/3 | short | student | 60 | 2 |" in md and "| 1/3 | long | student | 600 | 2 |" in md
 
 
 def test_sweep_panels_are_titled_by_experiment_and_axis(tmp_path):

@@ -16,6 +16,7 @@ from flash_exp.config.method import (
     PhasesConfig,
     TimestepsConfig,
 )
+from flash_exp.config.reference import check_reference_key
 from flash_exp.config.task import TaskConfig
 from flash_exp.config.trainer import EvalConfig, LoggerConfig, TrainerConfig
 
@@ -36,10 +37,15 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     run_name: str = "flash"
+    # an experiment's paper choice of its swept axis, {override key: value}, e.g. {timesteps: mixture}:
+    # the leaderboard compares every other value of the sweep against it, seed by seed
+    reference: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError("seed", self.seed, f"must be in [0, {MAX_SEED}]")
+        for key in self.reference:
+            check_reference_key(self, key)
         mean = self.timesteps.gaussian_mean
         if mean is not None and not 0 <= mean <= min(self.phases.k) - 1:
             raise ConfigError("timesteps.gaussian_mean", mean, "index units: must be in [0, K - 1] for every "

@@ -9,17 +9,32 @@ from typing import Any
 from flash_exp.leaderboard.anchors import Anchor
 from flash_exp.leaderboard.cells import (
     ANCHOR_COLUMNS,
+    INTERVALS_ANCHOR,
+    INTERVALS_TEXT,
+    PUBLISHED_ONLY,
+    SPEC_TEXT,
+    STATUS_COLUMNS,
     anchor_cells,
     benchmarks,
+    metric_present,
     protocol_line,
     restoration_columns,
     row_cells,
+    status_cells,
     sweep_location,
     sweep_summary,
     table_columns,
 )
 from flash_exp.leaderboard.methods_panel import methods_panel
 from flash_exp.leaderboard.tables import Table, sweep_title
+from flash_exp.leaderboard.verdicts import (
+    DESIGN_COLUMNS,
+    PAIRED_COLUMNS,
+    design_cells,
+    design_choices,
+    paired_cells,
+    sweep_comparisons,
+)
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -32,17 +47,32 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
                     runs_dir: Path) -> str:
     lines = ["# flash_exp leaderboard", "",
              f"Results under `{runs_dir}`. One table per evaluation protocol; ranks compare rows of equal "
-             "eval spec only. FID: clean-fid; CLIP: mean cosine similarity. Plots: `leaderboard.html`.", ""]
+             "eval spec only. FID: clean-fid; CLIP: mean cosine similarity; ↓ lower is better, ↑ higher is "
+             f"better. Intervals: 95 % Student t over training seeds ([how](#{INTERVALS_ANCHOR})). "
+             "Plots and images: `leaderboard.html`.", "", SPEC_TEXT, ""]
+    choices = design_choices(tables)
+    if choices:
+        lines += ["## Design choices", "",
+                  "Each experiment's values against the paper's choice of its axis, paired by training seed "
+                  f"([intervals and verdicts](#{INTERVALS_ANCHOR})).", ""]
+        lines += md_table(DESIGN_COLUMNS, (design_cells(c) for c in choices)) + [""]
+    link = f"[single-seed](#{INTERVALS_ANCHOR})"
+    measured = {t.benchmark for t in tables}
     for bench in benchmarks(tables, anchors):
-        lines += [f"## {bench}", ""]
+        lines += [f"## {bench}" if bench in measured else f"## {bench}: {PUBLISHED_ONLY}", ""]
         for table in (t for t in tables if t.benchmark == bench):
             lines += [f"Protocol: {protocol_line(table.protocol, table.protocol_hash)}", ""]
-            extra = restoration_columns(table)
-            lines += md_table(table_columns(table), (row_cells(r, extra) for r in table.rows)) + [""]
+            cells = (row_cells(r, restoration_columns(table), metric_present(table, "kid"), link) for r in table.rows)
+            lines += md_table(table_columns(table), cells) + [""]
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 header, body = sweep_summary(table, sweep)
                 lines += [f"### {sweep_title(table, sweep)}", "", f"Sweep `{sweep_location(sweep, runs_dir)}`", ""]
                 lines += md_table(header, body) + [""]
+                paired = sweep_comparisons(table, sweep, "fid") + sweep_comparisons(table, sweep, "clip_score")
+                if paired:
+                    lines += [f"Paired differences to the paper's choice {paired[0].key}={paired[0].reference} "
+                              f"([how](#{INTERVALS_ANCHOR})):", ""]
+                    lines += md_table(PAIRED_COLUMNS, (paired_cells(c) for c in paired)) + [""]
             panel = methods_panel(table.rows)
             if panel is not None:
                 lines += ["### Methods", ""] + md_table(*panel) + [""]
@@ -52,6 +82,7 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
             lines += md_table(ANCHOR_COLUMNS, (anchor_cells(a) for a in bench_anchors)) + [""]
     if statuses:
         lines += ["## Runs without results", ""]
-        lines += md_table(("run", "status", "reason"), ([s["run"], s["status"], s["reason"]] for s in statuses))
+        lines += md_table(STATUS_COLUMNS, (status_cells(s) for s in statuses))
         lines += [""]
+    lines += ["## Intervals", "", INTERVALS_TEXT, ""]
     return "\n".join(lines)

@@ -36,6 +36,26 @@ def _legend_outside(ax: Any, count: int) -> None:
               ncol=max(1, -(-count // 28)), frameon=False)
 
 
+ERROR_BARS = "error bars: 95 % Student t interval over training seeds; single-seed: ±1 sd over evaluation draws"
+
+
+def error(row: Row, metric: str) -> float:
+    """The error bar's half-length of ``row``'s ``metric`` ("fid" or "clip_score"): the half-width of the
+    t interval over seeds, else the sd over evaluation draws, else 0."""
+    interval = row.intervals.get(metric)
+    if interval is not None and interval.half_width is not None:
+        return interval.half_width
+    return row.draw_sd.get(metric) or 0.0
+
+
+def _errors(rows: Sequence[Row], metric: str, log: bool) -> list[list[float]]:
+    """[lower, upper] error lengths; on a log axis the lower one stops short of zero."""
+    values = [r.fid if metric == "fid" else r.clip for r in rows]
+    half = [error(r, metric) for r in rows]
+    lower = [min(h, 0.95 * v) if log else h for h, v in zip(half, values, strict=True)]
+    return [lower, half]
+
+
 def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
     """FID and CLIP against NFE, side by side: one line per run (student), one per teacher (dashed),
     published anchors as stars; the legend outside the plots."""
@@ -60,8 +80,10 @@ def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
                      linestyle="--" if teacher else "-", marker="s" if teacher else markers[within[group] % len(markers)],
                      markersize=4, label=f"{label} (CFG {guidance:g})" if teacher else label)
         within[group] += 1
-        ax_fid.plot([r.nfe for r in rows], [r.fid for r in rows], **style)
-        ax_clip.plot([r.nfe for r in rows], [r.clip for r in rows], **style)
+        ax_fid.errorbar([r.nfe for r in rows], [r.fid for r in rows], yerr=_errors(rows, "fid", log=True),
+                        capsize=3, **style)
+        ax_clip.errorbar([r.nfe for r in rows], [r.clip for r in rows], yerr=_errors(rows, "clip_score", log=False),
+                         capsize=3, **style)
     for model in dict.fromkeys(a.model for a in published):
         points = [(a.nfe, a.fid) for a in published if a.model == model]
         ax_fid.plot([x for x, _ in points], [y for _, y in points], "*", color="black", markersize=12,
@@ -76,7 +98,7 @@ def fid_vs_nfe_plot(table: Table, anchors: Sequence[Anchor]) -> bytes:
     ax_fid.set_yscale("log")
     ax_fid.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
     ax_fid.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    fig.suptitle(f"{table.benchmark}: FID and CLIP vs NFE", fontsize=11)
+    fig.suptitle(f"{table.benchmark}: FID and CLIP vs NFE ({ERROR_BARS})", fontsize=10)
     _legend_outside(ax_clip, count)
     return _png(fig)
 
@@ -91,20 +113,24 @@ def _is_number(value: str) -> bool:
 
 def _axis_plot(ax: Any, rows: Sequence[Row], key: str, values: list[str], metric: str) -> None:
     """``metric`` of ``rows`` against the swept ``key``: grouped bars (one per NFE) for categorical
-    values, lines for numeric ones; with several jobs per value (other axes vary), their mean."""
+    values, lines for numeric ones, with error bars (:func:`error`); with several configurations per
+    value (other axes vary), their mean and no error bar."""
     nfes = sorted({r.nfe for r in rows})
     numeric = all(_is_number(v) for v in values)
     width = 0.8 / len(nfes)
+    result_key = "fid" if metric == "fid" else "clip_score"
     for i, nfe in enumerate(nfes):
-        means = []
+        means, errors = [], []
         for value in values:
-            scores = [getattr(r, metric) for r in rows if r.nfe == nfe and r.overrides.get(key, "(default)") == value]
+            matching = [r for r in rows if r.nfe == nfe and r.overrides.get(key, "(default)") == value]
+            scores = [getattr(r, metric) for r in matching]
             means.append(sum(scores) / len(scores) if scores else float("nan"))
+            errors.append(error(matching[0], result_key) if len(matching) == 1 else 0.0)
         if numeric:
-            ax.plot([float(v) for v in values], means, "o-", label=f"{nfe} NFE")
+            ax.errorbar([float(v) for v in values], means, yerr=errors, fmt="o-", capsize=3, label=f"{nfe} NFE")
         else:
             ax.bar([x + (i - (len(nfes) - 1) / 2) * width for x in range(len(values))], means, width,
-                   label=f"{nfe} NFE")
+                   yerr=errors, capsize=3, label=f"{nfe} NFE")
     if numeric:
         ax.set_xticks([float(v) for v in values], values, fontsize=8)
     else:
@@ -113,8 +139,8 @@ def _axis_plot(ax: Any, rows: Sequence[Row], key: str, values: list[str], metric
     ax.set_ylabel("FID (lower is better)" if metric == "fid" else "CLIP score (higher is better)")
     ax.grid(alpha=0.3, axis="y")
     if metric == "clip":  # CLIP scores differ in the second decimal: the axis starts near the lowest
-        scores = [r.clip for r in rows]
-        low, high = min(scores), max(scores)
+        low = min(r.clip - error(r, "clip_score") for r in rows)
+        high = max(r.clip + error(r, "clip_score") for r in rows)
         ax.set_ylim(low - 0.25 * (high - low or 0.05), high + 0.1 * (high - low or 0.05))
 
 
@@ -133,6 +159,6 @@ def sweep_panels(table: Table, sweep: str) -> bytes | None:
         ax_fid.set_title(f"{key}: FID", fontsize=9)
         ax_clip.set_title(f"{key}: CLIP", fontsize=9)
         _legend_outside(ax_clip, len({r.nfe for r in rows}))
-    fig.suptitle(sweep_title(table, sweep), fontsize=11)
+    fig.suptitle(f"{sweep_title(table, sweep)}\n{ERROR_BARS}", fontsize=10)
     fig.tight_layout()
     return _png(fig)

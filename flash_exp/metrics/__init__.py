@@ -20,4 +20,5 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.spec`        the eval spec (sampler settings included): what changes a number, and its hash
 * :mod:`~flash_exp.metrics.results`     result and run-status JSON files
 * :mod:`~flash_exp.metrics.restoration` PSNR, SSIM, LPIPS and the condition scores of the tasks
+* :mod:`~flash_exp.metrics.statistics`  t intervals over training seeds, paired differences, verdicts (no torch)
 """
