@@ -187,13 +187,17 @@ class FlashDistiller(nn.Module):
         logs["loss/generator"] = loss.item()
         return loss, logs, disc_inputs
 
+    def dmd_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """DMD's re-noising timesteps (B,), uniform over [min_timestep, max_timestep] read on this schedule."""
+        dmd = self.loss_cfg.dmd
+        t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (batch_size,), generator=generator)
+        return self.schedule.shift_timesteps(t)
+
     def _dmd(self, x0_student: torch.Tensor, cond: Condition, null: Condition, phase: Phase,
              generator: torch.Generator) -> torch.Tensor:
         """DMD term: teacher CFG score as real, the student itself (no grad) as the fake score."""
         b = x0_student.shape[0]
-        dmd = self.loss_cfg.dmd
-        t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (b,), generator=generator)
-        t = self.schedule.shift_timesteps(t).to(x0_student.device)
+        t = self.dmd_timesteps(b, generator).to(x0_student.device)
         noise = torch.randn(x0_student.shape, generator=generator).to(x0_student)
         guidance = self.draw_guidance(phase, b, generator)
         with torch.inference_mode():
