@@ -217,6 +217,58 @@ def test_flow_dmd_works_on_x0():
     torch.testing.assert_close(student.grad, expected, rtol=1e-4, atol=1e-8)
 
 
+def test_sd3_student_x0_is_the_official_flow_estimate(tiny_dir, backbones):
+    """Official flash_sd3: student_output = x_t - v * sigma, sigma the teacher scheduler's at the start
+    timestep, with no consistency scalings; the student's Euler sampler applies none either, so its last
+    step (to sigma = 0) lands on that same x0."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from flash_exp.method import build_distiller
+
+    bb = backbones("sd3")
+    distiller = build_distiller(bb, backbone_cfg("sd3", tiny_dir("sd3")))
+    cond = bb.encode_prompts(PROMPTS)
+    teacher = FlowMatchEulerDiscreteScheduler.from_pretrained(tiny_dir("sd3"), subfolder="scheduler")
+    teacher.set_timesteps(32)
+    with torch.no_grad():
+        for i, t in enumerate(teacher.timesteps):  # 1000 ... 8.9, where c_skip would be 3e-5
+            x_t = latents(seed=20 + i)
+            with bb.adapter(True):
+                v = bb.denoise(x_t, t.expand(2), cond)
+            torch.testing.assert_close(distiller.student_x0(x_t, t.expand(2), cond), x_t - v * teacher.sigmas[i],
+                                       rtol=0, atol=1e-6)
+        student = bb.make_scheduler("student")
+        student.set_timesteps(4)
+        t = student.timesteps[-1]
+        x_t = latents(seed=60)
+        with bb.adapter(True):
+            v = bb.denoise(x_t, t.expand(2), cond)
+        torch.testing.assert_close(student.step(v, t, x_t, return_dict=False)[0],
+                                   distiller.student_x0(x_t, t.expand(2), cond), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
+def test_dmd_timesteps_have_the_official_support(tiny_dir, backbones, name):
+    """The official DMD draw over all its 1000 outcomes. flash (SD1.5, SDXL, PixArt):
+    t = randint(0, num_train_timesteps), used as the timestep, so 0..999. flash_sd3:
+    t = copy.timesteps[randint(0, num_train_timesteps)] with copy = deepcopy(the teacher scheduler) as
+    built (1000 steps, the backbone's shift), so sigma = 1 is drawn and sigma = 0 never."""
+    from copy import deepcopy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from flash_exp.method import build_distiller
+
+    distiller = build_distiller(backbones(name), backbone_cfg(name, tiny_dir(name)))
+    if name == "sd3":
+        copy = deepcopy(FlowMatchEulerDiscreteScheduler.from_pretrained(tiny_dir(name), subfolder="scheduler"))
+        official = torch.stack([copy.timesteps[i] for i in range(copy.config.num_train_timesteps)])
+    else:
+        official = torch.arange(0, 1000)
+    draws = distiller.dmd_timesteps(200_000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws.unique().double(), official.double().sort().values, rtol=0, atol=1e-3)
+
+
 # ------------------------------------------------------------------------------------ LoRA count
 def closed_form_lora_count(config: dict, rank: int) -> tuple[int, int]:
     """rank x (in + out) for to_q, to_k, to_v, to_out.0 of every attention of every transformer block.

@@ -107,3 +107,17 @@ def test_a_config_error_survives_pickling():
     assert isinstance(err, ConfigError)
     assert (err.key, err.value, str(err)) == (
         "trainer.devices", 2, "invalid config value trainer.devices=2: must equal SLURM_NTASKS_PER_NODE")
+
+
+@pytest.mark.parametrize(("backbone", "bounds", "allowed"), [
+    ("sdxl", ["loss.dmd.max_timestep=1000"], "0 <= min <= max <= 999"),
+    ("sd3", ["loss.dmd.min_timestep=0"], "1 <= min <= max <= 1000"),
+    ("sd3", ["loss.dmd.min_timestep=600", "loss.dmd.max_timestep=500"], "1 <= min <= max <= 1000"),
+])
+def test_dmd_bounds_are_checked_against_the_teachers_training_timesteps(backbone, bounds, allowed):
+    """A diffusion teacher trains on t = 0..999, a flow-matching one (SD3) on t = 1..1000."""
+    with pytest.raises(ConfigError, match=allowed) as err:
+        validate(compose([f"backbone={backbone}", "data.shards=[x]", *bounds]))
+    assert err.value.key == "loss.dmd.min_timestep/max_timestep"
+    cfg = validate(compose(["backbone=sd3", "data.shards=[x]", "loss.dmd.max_timestep=1000"]))
+    assert cfg.loss.dmd.min_timestep is None and cfg.loss.dmd.max_timestep == 1000

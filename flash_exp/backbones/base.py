@@ -46,6 +46,15 @@ def scheduler_overrides(sched_cfg: SchedulerConfig) -> dict:
     return overrides
 
 
+def applies_boundary_condition(sched_cfg: SchedulerConfig) -> bool:
+    """Whether the sampler named in ``sched_cfg`` reads the network through the consistency boundary
+    condition c_skip(t) x_t + c_out(t) x0 (``LCMScheduler``, ``TCDScheduler``); a plain sampler such as
+    ``FlowMatchEulerDiscreteScheduler`` takes the parametrisation's x0 as it is."""
+    import diffusers
+
+    return hasattr(getattr(diffusers, sched_cfg.name), "get_scalings_for_boundary_condition_discrete")
+
+
 def build_scheduler(sched_cfg: SchedulerConfig, base_config: dict):
     """The diffusers scheduler class named in ``sched_cfg``, from the teacher's scheduler config."""
     import diffusers
@@ -258,6 +267,12 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def export(self, directory: Path) -> Path:
         """Write the student in the format this family's users load; return the written path."""
+
+    @property
+    def student_boundary_condition(self) -> bool:
+        """Whether the student's x0 carries the consistency boundary scalings: exactly when its sampler
+        (``student_scheduler``) applies them, so that training and sampling read the network alike."""
+        return applies_boundary_condition(self.cfg.student_scheduler)
 
     def make_scheduler(self, which: str):
         """A fresh diffusers scheduler: ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from flash_exp.config import train_timestep_range
+
 
 class NoiseSchedule:
     """alpha_t and sigma_t of a diffusion (``epsilon``/``v_prediction``) or flow-matching (``flow``) model.
@@ -39,6 +41,13 @@ class NoiseSchedule:
         if prediction == "flow":
             return cls("flow", None, n, shift=float(scheduler.config.get("shift", 1.0)))
         return cls(prediction, scheduler.alphas_cumprod.clone(), n)
+
+    def training_timesteps(self) -> torch.Tensor:
+        """The integer timesteps its scheduler trains on, unshifted and ascending, (T,): 0..T-1 for a
+        diffusion schedule, 1..T for flow matching (see :func:`~flash_exp.config.train_timestep_range`).
+        :meth:`shift_timesteps` reads them on this schedule."""
+        first, last = train_timestep_range(self.prediction, self.num_train_timesteps)
+        return torch.arange(first, last + 1)
 
     def shift_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Timesteps given on the unshifted [0, T) grid (the GAN levels, the DMD draws) -> this schedule's.

@@ -10,7 +10,8 @@
   SD3-medium) drives the K-step rollout (``make_scheduler("teacher")``); its timesteps are shifted
   s * 1000, which the noise schedule reads back as s.
 - Student sampler: the stock diffusers ``FlowMatchEulerDiscreteScheduler`` (same shift), 1-4 Euler
-  steps without CFG. The published Flash SD3 samples with ``FlashFlowMatchEulerDiscreteScheduler``,
+  steps without CFG. It applies no consistency boundary scalings, so neither does training: the
+  student's x0 is x_t - s v, as the official ``flash_sd3``. The published Flash SD3 samples with ``FlashFlowMatchEulerDiscreteScheduler``,
   which exists only in the fork ``initml/diffusers@clement/feature/flash_sd3``; stock diffusers has
   no equivalent, so few-step samples here use stock Euler timesteps.
 - Text: ``StableDiffusion3Pipeline.encode_prompt`` itself (CLIP-L + CLIP-G penultimate states,

@@ -10,7 +10,8 @@ Public API (``from flash_exp.config import X``), by module:
 - ``errors``: :class:`ConfigError`, :func:`refuse_command_urls`, ``COMMAND_URL_SCHEMES``
 - ``backbone``: :class:`BackboneConfig`, :class:`LoraConfig`, :class:`SchedulerConfig`,
   :class:`TeacherSamplingConfig`, :class:`DiscriminatorConfig`; ``FAMILIES``, ``DTYPES``,
-  ``PREDICTION_TYPES``, ``NULL_CONDITIONS``, ``DISCRIMINATOR_HEADS``, ``DISCRIMINATOR_INPUTS``
+  ``PREDICTION_TYPES``, ``NULL_CONDITIONS``, ``DISCRIMINATOR_HEADS``, ``DISCRIMINATOR_INPUTS``,
+  :func:`train_timestep_range`
 - ``task``: :class:`TaskConfig`, :class:`MaskConfig`, :class:`DegradationConfig`, :class:`CannyConfig`,
   :class:`AdapterConfig`, :class:`IdentityConfig`; ``TASKS``, ``MASK_KINDS``
 - ``method``: :class:`LossConfig`, :class:`DistillLossConfig`, :class:`AdversarialLossConfig`,
@@ -42,6 +43,7 @@ from flash_exp.config.backbone import (
     LoraConfig,
     SchedulerConfig,
     TeacherSamplingConfig,
+    train_timestep_range,
 )
 from flash_exp.config.conf_dir import CONF_DIR, backbones_of_families
 from flash_exp.config.data import DATA_KINDS, DataConfig
@@ -99,5 +101,5 @@ __all__ = [
     "OptimConfig", "PhasesConfig", "SchedulerConfig", "TaskConfig", "TeacherSamplingConfig", "TimestepsConfig",
     "TrainConfig", "TrainerConfig",
     "backbones_of_families", "compose", "compose_train_config", "refuse_command_urls", "refuse_unknown_keys",
-    "register_configs", "register_resolvers", "validate",
+    "register_configs", "register_resolvers", "train_timestep_range", "validate",
 ]

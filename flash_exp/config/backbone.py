@@ -15,6 +15,17 @@ NULL_CONDITIONS = ("empty_prompt", "zero", "negative_prompt")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def train_timestep_range(prediction: str, num_train_timesteps: int = 1000) -> tuple[int, int]:
+    """The integer timesteps (first, last) a teacher of this parametrisation trains on, unshifted.
+
+    Flow matching: 1..T, as ``FlowMatchEulerDiscreteScheduler`` builds its schedule (``linspace(1, T, T)``,
+    sigma = t / T before the shift), so sigma = 1 is on the grid and sigma = 0 is not. Diffusion
+    (``epsilon``, ``v_prediction``): 0..T - 1, the DDPM-style schedulers' ``alphas_cumprod`` indices.
+    """
+    first = 1 if prediction == "flow" else 0
+    return first, first + num_train_timesteps - 1
+
+
 @dataclass
 class LoraConfig:
     """LoRA adapter of the student. ``alpha`` is explicit: the scale is alpha / rank."""

@@ -45,8 +45,11 @@ class AdversarialLossConfig:
 class DMDLossConfig:
     enabled: bool = True
     weight: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7])
-    min_timestep: int = 0
-    max_timestep: int = 999
+    # bounds of the re-noising timestep on the teacher's unshifted training grid (a shifted flow
+    # schedule, SD3, reads the draw through its shift); null: the whole grid, as the official draws:
+    # 0..999 for a diffusion teacher, 1..1000 for flow matching (config.train_timestep_range)
+    min_timestep: int | None = None
+    max_timestep: int | None = None
 
 
 @dataclass
@@ -69,12 +72,6 @@ class LossConfig:
         if not self.adversarial.timesteps or any(not 0 <= t < 1000 for t in self.adversarial.timesteps):
             raise ConfigError(
                 "loss.adversarial.timesteps", list(self.adversarial.timesteps), "a non-empty list in [0, 999]"
-            )
-        if not 0 <= self.dmd.min_timestep <= self.dmd.max_timestep < 1000:
-            raise ConfigError(
-                "loss.dmd.min_timestep/max_timestep",
-                [self.dmd.min_timestep, self.dmd.max_timestep],
-                "need 0 <= min <= max <= 999",
             )
 
 

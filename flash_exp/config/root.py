@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flash_exp.config.backbone import BackboneConfig
+from flash_exp.config.backbone import BackboneConfig, train_timestep_range
 from flash_exp.config.conf_dir import backbones_of_families
 from flash_exp.config.data import DataConfig
 from flash_exp.config.errors import ConfigError, refuse_command_urls
@@ -85,6 +85,14 @@ class TrainConfig:
             raise ConfigError("task.grid_shards", [], f"task={self.task.name} on data=folder needs the held-out "
                               "conditions of its sample grids as shards (python -m flash_exp.data.make_shards)")
         refuse_command_urls("task.grid_shards", self.task.grid_shards, self.data.allow_command_urls)
+        dmd = self.loss.dmd
+        first, last = train_timestep_range(self.backbone.prediction)
+        lo = first if dmd.min_timestep is None else dmd.min_timestep
+        hi = last if dmd.max_timestep is None else dmd.max_timestep
+        if not first <= lo <= hi <= last:
+            raise ConfigError("loss.dmd.min_timestep/max_timestep", [dmd.min_timestep, dmd.max_timestep],
+                              f"need {first} <= min <= max <= {last}, the training timesteps of a "
+                              f"backbone.prediction={self.backbone.prediction} teacher (null: that bound)")
         if self.method.name != "flash" and self.backbone.family not in DIFFUSION_FAMILIES:
             raise ConfigError("method", self.method.name, f"runs on the diffusion families "
                               f"{', '.join(DIFFUSION_FAMILIES)}, not {self.backbone.family!r}; use method=flash")

@@ -1,4 +1,6 @@
-"""The consistency boundary condition of a one-step student: x0 = c_skip * x_t + c_out * x0_model."""
+"""The one-step student's x0: the consistency boundary condition c_skip * x_t + c_out * x0_model where its
+sampler applies it (``LCMScheduler``), the parametrisation's x0_model as it is otherwise (flow matching's
+Euler sampler: x0 = x_t - sigma * v, as the official ``flash_sd3``)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,17 @@ def boundary_condition_scalings(
     return c_skip.float().view(shape), c_out.float().view(shape)
 
 
-def consistency_output(backbone: Backbone, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
-                       cond: Condition, sigma_data: float, timestep_scaling: float) -> torch.Tensor:
-    """The student's consistency function c_skip(t) * x_t + c_out(t) * x0(x_t, t), (B, C, h, w)."""
+def student_output(backbone: Backbone, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor,
+                   cond: Condition, sigma_data: float, timestep_scaling: float) -> torch.Tensor:
+    """The student's x0 at (x_t, t), (B, C, h, w), read as its sampler reads it.
+
+    With ``backbone.student_boundary_condition``: c_skip(t) * x_t + c_out(t) * x0(x_t, t); without:
+    x0(x_t, t) of the parametrisation.
+    """
     with backbone.adapter(True):
         out = backbone.denoise(x_t, t, cond)
+    x0 = schedule.to_x0(out, x_t, t)
+    if not backbone.student_boundary_condition:
+        return x0
     c_skip, c_out = boundary_condition_scalings(t, sigma_data, timestep_scaling, x_t.ndim)
-    return c_skip.to(x_t) * x_t + c_out.to(x_t) * schedule.to_x0(out, x_t, t)
+    return c_skip.to(x_t) * x_t + c_out.to(x_t) * x0

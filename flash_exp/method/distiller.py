@@ -18,7 +18,7 @@ from torch import nn
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.config import BackboneConfig, LossConfig, OptimConfig, PhasesConfig, TimestepsConfig
-from flash_exp.method.boundary import consistency_output
+from flash_exp.method.boundary import student_output
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.losses import (
     central_crop,
@@ -69,6 +69,9 @@ class FlashDistiller(nn.Module):
         self.timesteps_cfg = timesteps
         self.phases = PhaseSchedule.from_config(phases, loss, timesteps, backbone_cfg.guidance_range)
         self.schedule = backbone.schedule
+        grid = self.schedule.training_timesteps()  # DMD's candidate timesteps, unshifted
+        lo, hi = loss.dmd.min_timestep, loss.dmd.max_timestep
+        self.dmd_grid = grid[(grid >= (grid[0] if lo is None else lo)) & (grid <= (grid[-1] if hi is None else hi))]
         self.teacher_scheduler = backbone.make_scheduler("teacher")
         self.lpips = lpips
         self.use_discriminator = loss.adversarial.enabled
@@ -94,9 +97,9 @@ class FlashDistiller(nn.Module):
         return torch.where(start, noise, x_t), t
 
     def student_x0(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """One student step x_t -> x0 with the boundary-condition scalings (c_skip, c_out)."""
+        """One student step x_t -> x0, read as the student's sampler reads it (see :func:`student_output`)."""
         s = self.backbone_cfg
-        return consistency_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
+        return student_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
 
     @torch.inference_mode()
     def teacher_rollout(self, x_t: torch.Tensor, idx: torch.Tensor, k: int, cond: Condition,
@@ -187,13 +190,22 @@ class FlashDistiller(nn.Module):
         logs["loss/generator"] = loss.item()
         return loss, logs, disc_inputs
 
+    def dmd_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """DMD's re-noising timesteps (B,): uniform over the teacher's training timesteps (within
+        ``loss.dmd.min_timestep``/``max_timestep`` where set), read on this schedule.
+
+        As the official draws: t ~ U{0..999} for the diffusion teachers; for SD3 the 1000-step flow
+        scheduler's ``timesteps[U{0..999}]``, i.e. unshifted t ~ U{1..1000} through the shift (sigma = 1
+        reachable, sigma = 0 not).
+        """
+        t = self.dmd_grid[torch.randint(len(self.dmd_grid), (batch_size,), generator=generator)]
+        return self.schedule.shift_timesteps(t)
+
     def _dmd(self, x0_student: torch.Tensor, cond: Condition, null: Condition, phase: Phase,
              generator: torch.Generator) -> torch.Tensor:
         """DMD term: teacher CFG score as real, the student itself (no grad) as the fake score."""
         b = x0_student.shape[0]
-        dmd = self.loss_cfg.dmd
-        t = torch.randint(dmd.min_timestep, dmd.max_timestep + 1, (b,), generator=generator)
-        t = self.schedule.shift_timesteps(t).to(x0_student.device)
+        t = self.dmd_timesteps(b, generator).to(x0_student.device)
         noise = torch.randn(x0_student.shape, generator=generator).to(x0_student)
         guidance = self.draw_guidance(phase, b, generator)
         with torch.inference_mode():

@@ -20,7 +20,7 @@ from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig, DMD2Config, OptimConfig
-from flash_exp.method.boundary import consistency_output
+from flash_exp.method.boundary import student_output
 from flash_exp.method.discriminator import DiscriminatorHead
 from flash_exp.method.distiller import guided_output
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
@@ -86,7 +86,7 @@ class DMD2Distiller(nn.Module):
     # ------------------------------------------------------------------ pieces
     def student_x0(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
         s = self.backbone_cfg
-        return consistency_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
+        return student_output(self.backbone, self.schedule, x_t, t, cond, s.sigma_data, s.timestep_scaling)
 
     def generator_input(self, z: torch.Tensor, cond: Condition,
                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

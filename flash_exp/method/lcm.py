@@ -16,7 +16,7 @@ from torch import nn
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
 from flash_exp.config import BackboneConfig, LCMConfig, OptimConfig
-from flash_exp.method.boundary import consistency_output
+from flash_exp.method.boundary import student_output
 from flash_exp.method.distiller import guided_output
 
 
@@ -74,7 +74,7 @@ class LCMDistiller(nn.Module):
         noise = torch.randn(z.shape, generator=generator).to(z)
         x_t = self.schedule.add_noise(z, noise, t_n)
         s = self.backbone_cfg
-        prediction = consistency_output(self.backbone, self.schedule, x_t, t_n, cond, s.sigma_data, s.timestep_scaling)
+        prediction = student_output(self.backbone, self.schedule, x_t, t_n, cond, s.sigma_data, s.timestep_scaling)
         with torch.no_grad():
             guided = guided_output(self.backbone, x_t, t_n, cond, null, w.to(z.device))
             x0 = self.schedule.to_x0(guided, x_t, t_n)
@@ -82,7 +82,7 @@ class LCMDistiller(nn.Module):
             eps = (x_t - alpha * x0) / sigma
             alpha_prev, sigma_prev = (a.to(z) for a in self.schedule.alpha_sigma(t_prev, z.ndim))
             x_prev = ddim_step(x0, eps, alpha_prev, sigma_prev)
-            target = consistency_output(self.backbone, self.schedule, x_prev, t_prev, cond, s.sigma_data,
+            target = student_output(self.backbone, self.schedule, x_prev, t_prev, cond, s.sigma_data,
                                         s.timestep_scaling)
         loss = consistency_loss(self.settings.loss, prediction, target, self.settings.huber_c)
         return loss, {"loss/consistency": loss.item(), "guidance": float(w.mean()),
