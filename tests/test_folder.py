@@ -132,7 +132,7 @@ def test_folder_config_names_the_key_and_what_is_allowed(tmp_path):
 def first_loss(run: Path) -> float:
     with open(run / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("loss/generator")]
-    return float(rows[0]["loss/generator"]), float(rows[-1]["data/skipped"])
+    return float(rows[0]["loss/generator"]), float(rows[-1]["data/skipped_samples"])
 
 
 @pytest.mark.slow
