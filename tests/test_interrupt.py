@@ -160,3 +160,29 @@ def test_stop_signals_raise_outside_the_fit_and_wait_for_its_end_inside_it(unhan
     # Lightning ends a fit stopped by KeyboardInterrupt with exit code 1; the signal noted names the code
     assert interruption(SystemExit(1), stops.received) == ("SIGINT", 130)
     assert unhandled_sigterms == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_fit_stops_at_the_step_boundary_after_saving_last_ckpt(tmp_path, tiny_sd_dir, tiny_shards,
+                                                                                  monkeypatch):
+    import os
+
+    from flash_exp.train import run
+    from flash_exp.training.checkpoints import checkpoint_step
+    from flash_exp.training.module import FlashModule
+    from tests.fixtures_train import tiny_train_cfg
+
+    step = FlashModule.training_step
+
+    def ctrl_c_at_the_first_step(module, batch, batch_idx):
+        if module.global_step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(module, batch, batch_idx)
+
+    monkeypatch.setattr(FlashModule, "training_step", ctrl_c_at_the_first_step)
+    cfg = tiny_train_cfg(tiny_sd_dir, tiny_shards, "trainer.max_steps=3", "trainer.checkpoint_every=100")
+    with pytest.raises(SystemExit) as stop:
+        run(cfg, tmp_path / "run")
+    assert stop.value.code == 128 + signal.SIGINT
+    assert checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == 1
+    assert run_state(tmp_path / "run").status == INTERRUPTED and "SIGINT" in run_state(tmp_path / "run").reason
