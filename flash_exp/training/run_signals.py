@@ -48,8 +48,8 @@ class StopSignals:
             raise RunInterrupted(signum)
         if signum == signal.SIGINT and not first:
             raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
-        log.warning("received %s: stopping at the end of this step, once last.ckpt is saved",
-                    signal.Signals(signum).name)
+        log.warning("received %s: the run stops after this training step (or the final sample grid), "
+                    "once last.ckpt is saved", signal.Signals(signum).name)
 
     @contextmanager
     def installed(self) -> Iterator[StopSignals]:
