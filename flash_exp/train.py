@@ -22,13 +22,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from flash_exp import plan
-from flash_exp.config import ConfigError, TrainConfig, register_configs, register_resolvers, validate
+from flash_exp.config import (
+    ConfigError,
+    TrainConfig,
+    TrainerConfig,
+    register_configs,
+    register_resolvers,
+    validate,
+)
 from flash_exp.training import completion
 from flash_exp.training.launch import preflight
 from flash_exp.training.markers import clear_failure, record_failure_status, write_failure, write_interruption
 from flash_exp.training.rank_digest import write_rank_digest
 from flash_exp.training.resolvers import register_launcher_resolvers
 from flash_exp.training.run_lock import RunDirectoryLocked, run_lock
+from flash_exp.training.run_signals import RunInterrupted, StopSignals
 from flash_exp.training.rundir import discard_unstarted
 from flash_exp.training.signals import LAST_CKPT, signal_checkpoint
 
@@ -56,10 +64,27 @@ def resume_checkpoint(ckpt_dir: Path) -> str | None:
     return str(path) if path else None
 
 
-def train(cfg: TrainConfig, run_dir: Path) -> Path:
-    """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory."""
-    import lightning as L
+def checkpoint_callback(ckpt_dir: Path, t: TrainerConfig):
+    """Lightning's periodic checkpoints ``step_NNNNNN.ckpt`` plus ``last.ckpt``.
+
+    ``keep_checkpoints``: the N highest steps ("step" is always among the monitored values). No
+    version counter: ``last.ckpt`` is overwritten in place, never joined by a ``last-v1.ckpt`` (a
+    resumed run finds the one its previous attempt or the signal checkpoint wrote)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    kept = {"save_top_k": t.keep_checkpoints, "monitor": "step", "mode": "max"} if t.keep_checkpoints \
+        else {"save_top_k": -1}
+    return ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:06d}", auto_insert_metric_name=False,
+                           every_n_train_steps=t.checkpoint_every, save_last=True, enable_version_counter=False,
+                           **kept)
+
+
+def train(cfg: TrainConfig, run_dir: Path, stops: StopSignals | None = None) -> Path:
+    """Fit the student described by ``cfg`` in ``run_dir``; returns the export directory.
+
+    ``stops``: the run's stop signals; the fit, its final grid and the save of ``last.ckpt`` run with
+    them deferred (see :mod:`flash_exp.training.run_signals`)."""
+    import lightning as L
 
     from flash_exp.export import export_student, latest_grid
     from flash_exp.training.checkpoints import checkpoint_step
@@ -100,20 +125,17 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         log_every_n_steps=t.log_every,
         enable_model_summary=False,
         callbacks=[
-            # keep_checkpoints: the N highest steps ("step" is always among the monitored values)
-            ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:06d}", auto_insert_metric_name=False,
-                            every_n_train_steps=t.checkpoint_every, save_last=True,
-                            **({"save_top_k": t.keep_checkpoints, "monitor": "step", "mode": "max"}
-                               if t.keep_checkpoints else {"save_top_k": -1})),
-            signal_checkpoint(ckpt_dir),
+            checkpoint_callback(ckpt_dir, t),
+            signal_checkpoint(ckpt_dir, stops),
             SampleGridCallback(run_dir / "samples", prompts, list(t.sample_nfe), t.sample_every, cfg.seed,
                                to_trackers=cfg.logger.log_images),
             OneDrawProgressBar(refresh_rate=max(1, t.log_every)),
         ],
     )
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
-    trainer.save_checkpoint(last)
+    with (stops or StopSignals()).deferred():
+        trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
+        trainer.save_checkpoint(last)
     log.info("%s", module.data_summary())
     write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
@@ -147,22 +169,29 @@ def mark_failed(run_dir: Path, err: BaseException, benchmarks: list[str]) -> Non
         log.exception("could not record the failure in %s/eval/status.json", run_dir)
 
 
-def interruption(stop: BaseException) -> tuple[str, int]:
-    """What stopped training (the marker's reason) and the non-zero code the process exits with."""
+def interruption(stop: BaseException, signum: int | None = None) -> tuple[str, int]:
+    """What stopped the run (the marker's reason) and the non-zero code the process exits with:
+    ``signum``, the stop signal the run received, when known; else what ``stop`` says."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    if isinstance(stop, SIGTERMException):
-        return "SIGTERM", 128 + signal.SIGTERM
-    if isinstance(stop, KeyboardInterrupt):
-        return "SIGINT", 128 + signal.SIGINT
+    if signum is None and isinstance(stop, RunInterrupted):
+        signum = stop.signum
+    if signum is None and isinstance(stop, SIGTERMException):
+        signum = signal.SIGTERM
+    if signum is None and isinstance(stop, KeyboardInterrupt):
+        signum = signal.SIGINT
+    if signum is not None:
+        return signal.Signals(signum).name, 128 + int(signum)
     code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) and stop.code else 1
     name = signal.Signals(code - 128).name if 128 < code < 128 + signal.NSIG else f"exit code {code}"
     return name, code
 
 
-def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str]) -> int:
-    """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status; returns the exit code."""
-    how, code = interruption(stop)
+def mark_interrupted(run_dir: Path, stop: BaseException, benchmarks: list[str], signum: int | None = None) -> int:
+    """``<run_dir>/INTERRUPTED`` and an "interrupted" evaluation status, the ``COMPLETE`` record
+    removed; returns the exit code."""
+    how, code = interruption(stop, signum)
+    completion.clear(run_dir)
     saved = (run_dir / "checkpoints" / LAST_CKPT).is_file()
     path = write_interruption(run_dir, f"stopped by {how} " + (
         f"after saving checkpoints/last.ckpt; relaunch in {run_dir} to resume" if saved
@@ -179,32 +208,38 @@ def run(cfg: TrainConfig, run_dir: Path) -> Path:
     """Train in ``run_dir`` (resuming there), then evaluate when ``eval.after_train`` (global rank 0).
 
     A training error leaves ``<run_dir>/FAILED`` before it propagates: SLURM and submitit report a
-    Hydra job that raised as completed. A signal-driven stop (SIGTERM, SIGINT, a requeue signal) saves
-    ``last.ckpt``, leaves ``<run_dir>/INTERRUPTED`` and exits non-zero (128 + the signal number). An
-    evaluation error is recorded by the evaluation itself. A run already trained, exported and evaluated
-    with this very config is skipped before any model loads (a relaunched sweep costs nothing for its
-    finished jobs)."""
+    Hydra job that raised as completed. A stop signal (SIGTERM, SIGINT, a requeue signal) in any phase
+    (loading, the fit and its final grid, the export, the evaluation) leaves ``<run_dir>/INTERRUPTED``,
+    removes ``COMPLETE`` and exits with 128 + the signal number; during the fit ``last.ckpt`` is saved
+    first (:mod:`flash_exp.training.run_signals`), and a relaunch resumes from it and runs the phases
+    that remain. An evaluation error is recorded by the evaluation itself. A run already trained,
+    exported and evaluated with this very config is skipped before any model loads (a relaunched sweep
+    costs nothing for its finished jobs)."""
     done = completion.up_to_date(cfg, run_dir)
     if done:
         log.info("%s: %s: skipped", run_dir, done)
         return run_dir / "export"
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    completion.clear(run_dir)
-    clear_failure(run_dir)
+    stops = StopSignals()
     try:
-        export_dir = train(cfg, run_dir)
-    except Exception as err:
-        mark_failed(run_dir, err, cfg.eval.benchmarks)
-        raise
-    except (SystemExit, KeyboardInterrupt) as stop:  # Lightning's SIGTERMException is a SystemExit
-        raise SystemExit(mark_interrupted(run_dir, stop, cfg.eval.benchmarks)) from None
-    if getattr(rank_zero_only, "rank", 0) != 0:
-        return export_dir
-    completion.mark_trained(cfg, run_dir, cfg.trainer.max_steps or sum(cfg.phases.iterations))
-    if cfg.eval.after_train:
-        evaluate_run(cfg, run_dir)
-        completion.mark_evaluated(cfg, run_dir)
+        with stops.installed():
+            completion.clear(run_dir)
+            clear_failure(run_dir)
+            try:
+                export_dir = train(cfg, run_dir, stops)
+            except Exception as err:
+                mark_failed(run_dir, err, cfg.eval.benchmarks)
+                raise
+            if getattr(rank_zero_only, "rank", 0) != 0:
+                return export_dir
+            completion.mark_trained(cfg, run_dir, cfg.trainer.max_steps or sum(cfg.phases.iterations))
+            if cfg.eval.after_train:
+                evaluate_run(cfg, run_dir)
+                completion.mark_evaluated(cfg, run_dir)
+    # Lightning's SIGTERMException is a SystemExit; so is a requeue handler's exit
+    except (SystemExit, KeyboardInterrupt, RunInterrupted) as stop:
+        raise SystemExit(mark_interrupted(run_dir, stop, cfg.eval.benchmarks, stops.received)) from None
     return export_dir
 
 

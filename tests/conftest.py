@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,16 @@ def solid_samples(n: int, start: int = 0, size: int = 32) -> list[dict]:
 @pytest.fixture
 def tiny_shards(tmp_path) -> list[str]:
     return [str(write_shard(tmp_path / f"train-{i}.tar", solid_samples(24, 24 * i))) for i in range(2)]
+
+
+@pytest.fixture
+def unhandled_sigterms() -> list[int]:
+    """The SIGTERMs that reached this test process's own handler (a run handles its own while it runs):
+    recorded instead of ending pytest."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    yield received
+    signal.signal(signal.SIGTERM, previous)
 
 
 def compose(overrides: list[str]):

@@ -11,8 +11,13 @@ from tests.conftest import compose
 
 def tiny_train_cfg(tiny_sd_dir: Path | str, shards: Sequence[str], *overrides: str) -> TrainConfig:
     """Two-step teacher, rank-4 LoRA, 32 px, four one-batch phases on CPU over ``shards``."""
+    return validate(compose(tiny_train_overrides(tiny_sd_dir, shards, *overrides)))
+
+
+def tiny_train_overrides(tiny_sd_dir: Path | str, shards: Sequence[str], *overrides: str) -> list[str]:
+    """The command-line overrides of :func:`tiny_train_cfg`."""
     shard_list = "[" + ",".join(shards) + "]"
-    return validate(compose([
+    return [
         "backbone=sd15", f"backbone.pretrained={tiny_sd_dir}", "backbone.resolution=32",
         "backbone.lora.rank=4", "backbone.lora.alpha=4", "backbone.teacher_sampling.steps=2",
         "loss.distill.type=l2", f"data.shards={shard_list}", "data.batch_size=2",
@@ -21,7 +26,7 @@ def tiny_train_cfg(tiny_sd_dir: Path | str, shards: Sequence[str], *overrides: s
         "trainer.checkpoint_every=2", "trainer.sample_every=0", "trainer.num_sample_prompts=1",
         "trainer.sample_nfe=[1]", "trainer.optim.lr=1e-3", "trainer.optim.lr_discriminator=1e-3",
         *overrides,
-    ]))
+    ]
 
 
 # the tiny transformers have 2 blocks; the discriminator heads stay small on 8x8 feature maps

@@ -90,6 +90,18 @@ def test_pixart_condition_has_mask_micro_conditioning_and_epsilon_channels(backb
     torch.testing.assert_close(eps, raw[:, :4])  # learned sigma: epsilon first, variance dropped
 
 
+def test_pixart_encodes_a_mixed_case_caption_as_its_pipeline_does(backbones):
+    bb = backbones("pixart")
+    mixed = ["A Red Circle", " a BLUE Square "]
+    assert bb.tokenizer(mixed[:1]).input_ids != bb.tokenizer(["a red circle"]).input_ids  # the tokenizer keeps case
+    cond = bb.encode_prompts(mixed)
+    embeds, mask, _, _ = bb.pipeline(student=True).encode_prompt(
+        mixed, do_classifier_free_guidance=False, device=torch.device("cpu"), clean_caption=False,
+        max_sequence_length=120)
+    torch.testing.assert_close(cond.kwargs["encoder_hidden_states"], embeds)
+    assert torch.equal(cond.kwargs["encoder_attention_mask"], mask)
+
+
 @pytest.mark.parametrize("name", ["sd3", "sd3_t5"])
 def test_sd3_condition_is_the_pipelines_encode_prompt(tiny_dir, name):
     from diffusers import StableDiffusion3Pipeline

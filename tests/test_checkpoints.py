@@ -105,3 +105,28 @@ def test_metrics_hold_each_step_once_after_a_resume_and_the_run_ends_with_a_data
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("loss/distill")]
     assert len(steps) == len(set(steps)) and len(steps) == 4, steps
     assert "data: 0 samples skipped" in caplog.text and "shards: 0 truncated, 0 unreadable" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_and_relaunched_keeps_one_last_checkpoint(tmp_path, tiny_sd_dir, monkeypatch,
+                                                                           unhandled_sigterms):
+    import signal
+
+    from flash_exp.train import run
+    from flash_exp.training.module import FlashModule
+
+    shards = [str(write_shard(tmp_path / "a.tar", solid_samples(8)))]
+    step = FlashModule.training_step
+
+    def sigterm_at_the_first_step(module, batch, batch_idx):
+        if module.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after this step; last.ckpt is saved
+        return step(module, batch, batch_idx)
+
+    monkeypatch.setattr(FlashModule, "training_step", sigterm_at_the_first_step)
+    cfg = tiny_train_cfg(tiny_sd_dir, shards, "trainer.max_steps=2", "trainer.checkpoint_every=100")
+    with pytest.raises(SystemExit):
+        run(cfg, tmp_path / "run")
+    run(cfg, tmp_path / "run")  # resumes at step 1 and ends at step 2
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert unhandled_sigterms == []

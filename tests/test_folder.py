@@ -132,7 +132,7 @@ def test_folder_config_names_the_key_and_what_is_allowed(tmp_path):
 def first_loss(run: Path) -> float:
     with open(run / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("loss/generator")]
-    return float(rows[0]["loss/generator"]), float(rows[-1]["data/skipped"])
+    return float(rows[0]["loss/generator"]), float(rows[-1]["data/skipped_samples"])
 
 
 @pytest.mark.slow
@@ -168,3 +168,41 @@ def test_the_latent_cache_of_a_folder_is_that_of_its_shards(tmp_path, tiny_sd_di
     assert len(a) == len(b) == 11
     for x, y in zip(a, b, strict=True):
         assert x["__key__"] == y["__key__"] and x["json"] == y["json"] and x["pth"] == y["pth"]
+
+
+def one_bad_file_among_nine(root: Path) -> Path:
+    """Eight captioned solid images and one undecodable file, first in path order (read first in every pass)."""
+    root.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 20, 200)).save(root / f"img{i}.png")
+        (root / f"img{i}.txt").write_text(f"image {i}")
+    (root / "0_bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (root / "0_bad.txt").write_text("a broken image")
+    return root / "0_bad.jpg"
+
+
+def test_a_bad_file_met_in_two_passes_is_two_skipped_samples_from_one_file(tmp_path):
+    bad = one_bad_file_among_nine(tmp_path / "f")
+    stream = FolderImageStream(tmp_path / "f", 16, 2, shuffle_buffer=4)
+    batches = take(stream, 6)  # 12 samples: the 8 usable images once, then 4 of the second pass
+    assert int(batches[-1]["skipped"]) == 2
+    names = [name for b in batches for name in b["skipped_new"]]
+    assert names == [str(bad)]  # handed over once, with the first batch after it was met
+
+
+@pytest.mark.slow
+def test_a_run_logs_skipped_samples_and_files_and_a_run_shorter_than_log_every_has_metrics(tmp_path, tiny_sd_dir,
+                                                                                           caplog):
+    from flash_exp.train import train
+    from tests.fixtures_train import tiny_train_cfg
+
+    one_bad_file_among_nine(tmp_path / "f")
+    cfg = tiny_train_cfg(tiny_sd_dir, ["unused"], "data=folder", f"data.root={tmp_path / 'f'}", "data.batch_size=2",
+                         "trainer.max_steps=6", "trainer.log_every=50")
+    with caplog.at_level("INFO", logger="flash_exp.train"):
+        train(cfg, tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("loss/generator")]
+    assert [int(r["step"]) for r in rows] == [5]  # the last step (Lightning counts from 0)
+    assert float(rows[-1]["data/skipped_samples"]) == 2.0 and float(rows[-1]["data/skipped_files"]) == 1.0
+    assert "data: 2 samples skipped from 1 distinct files" in caplog.text

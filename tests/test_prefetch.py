@@ -204,3 +204,11 @@ def test_what_cannot_be_fetched_fails_and_writes_no_env(tmp_path, capsys):
     assert code == 1 and "FAILED" in captured.out
     assert "error: teacher stable-diffusion-v1-5/stable-diffusion-v1-5:" in captured.err
     assert not (tmp_path / "offline.env").exists()
+
+
+def test_a_dry_run_of_sd3_says_its_repository_is_gated_and_what_to_do(tmp_path, capsys):
+    assert main(["--dry-run", "--cache", str(tmp_path), "backbone=sd3"]) == 0
+    out = capsys.readouterr().out
+    assert "stabilityai/stable-diffusion-3-medium-diffusers is gated" in out and "hf auth login" in out
+    assert main(["--dry-run", "--cache", str(tmp_path), "backbone=sd15"]) == 0
+    assert "gated" not in capsys.readouterr().out

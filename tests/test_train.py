@@ -47,9 +47,9 @@ def test_corrupt_and_captionless_samples_are_skipped_and_counted(tmp_path, tiny_
     run = tmp_path / "run"
     train(tiny_train_cfg(tiny_sd_dir, [str(shard)], "trainer.max_steps=4", "trainer.log_every=1"), run)
     with open(run / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("data/skipped")]
-    assert rows, "no data/skipped column logged"
-    assert float(rows[-1]["data/skipped"]) == 2.0
+        rows = [r for r in csv.DictReader(f) if r.get("data/skipped_samples")]
+    assert rows, "no data/skipped_samples column logged"
+    assert float(rows[-1]["data/skipped_samples"]) == 2.0
     assert trainable_state(run)  # training went on to the end
 
 

@@ -1,7 +1,10 @@
 """PixArt-alpha (family ``pixart``): ``PixArtTransformer2DModel`` (epsilon, learned sigma), T5 encoder.
 
 - Text: T5 hidden states at max length 120 with their attention mask (``encoder_attention_mask``),
-  as ``PixArtAlphaPipeline.encode_prompt`` (captions are not cleaned: ``clean_caption=False``).
+  as ``PixArtAlphaPipeline.encode_prompt`` (captions are not cleaned: ``clean_caption=False``). Captions
+  are lowercased and stripped first (:func:`pipeline_caption`), the pipeline's rule even without
+  cleaning, so the student sees in training the text a pipeline gives it at inference (the official T5
+  embedder keeps case).
 - Micro-conditioning: when the transformer uses it (``use_additional_conditions``: the 1024 model,
   ``sample_size == 128``), ``added_cond_kwargs`` holds ``resolution`` (B, 2) = (R, R) and
   ``aspect_ratio`` (B, 1) = 1, as the official code and the pipeline at R x R; otherwise both are None.
@@ -39,6 +42,12 @@ from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.lora_files import PEFT_FILE
 
 MAX_LENGTH = 120  # T5 tokens, PixArt-alpha
+
+
+def pipeline_caption(text: str) -> str:
+    """``text`` as ``PixArtAlphaPipeline.encode_prompt`` tokenizes it with ``clean_caption=False``:
+    lowercased, surrounding whitespace stripped (``clean_caption=True`` lowercases as well)."""
+    return text.lower().strip()
 
 
 class FlashPixArtAlphaPipeline(PixArtAlphaPipeline):
@@ -91,7 +100,7 @@ class PixArtBackbone(TransformerBackbone):
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Condition:
         """``encoder_hidden_states`` (B, 120, D), ``encoder_attention_mask`` (B, 120), ``added_cond_kwargs``."""
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True,
+        tokens = self.tokenizer([pipeline_caption(p) for p in prompts], padding="max_length", max_length=MAX_LENGTH, truncation=True,
                                 add_special_tokens=True, return_tensors="pt")
         device = self.text_device
         mask = tokens.attention_mask.to(device)
@@ -146,4 +155,4 @@ class PixArtBackbone(TransformerBackbone):
         return {"transformer": PeftModel.from_pretrained(transformer, str(lora_dir), adapter_name=STUDENT_ADAPTER)}
 
 
-__all__ = ["FlashPixArtAlphaPipeline", "PixArtBackbone"]
+__all__ = ["FlashPixArtAlphaPipeline", "PixArtBackbone", "pipeline_caption"]

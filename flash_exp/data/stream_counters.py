@@ -39,18 +39,30 @@ TRUNCATION_ERRORS = (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile)
 
 @dataclass
 class StreamCounters:
-    skipped: int = 0  # sample level: unreadable entries, undecodable images, missing image or caption
+    skipped: int = 0  # sample level, each encounter (every pass): unreadable entries, undecodable images, ...
     filtered: int = 0  # sample level: under the aesthetic threshold
+    skipped_names: set[str] = field(default_factory=set)  # the distinct skipped samples (shard:key, or file)
+    unreported: list[str] = field(default_factory=list)  # names first skipped since the last batch
     consecutive: int = 0  # candidates rejected since the last usable one
     reasons: Counter = field(default_factory=Counter)  # rejections per reason (see REJECTION_SETTINGS)
     truncated_shards: set[str] = field(default_factory=set)  # shard level: cut short
     unreadable_shards: set[str] = field(default_factory=set)  # shard level: could not be opened
 
-    def batch_fields(self) -> dict[str, torch.Tensor]:
-        """The cumulative counts every batch carries."""
+    def count_skipped(self, name: str) -> None:
+        """One skipped sample; ``name`` (its shard and key, or its file) tells repeated encounters apart."""
+        self.skipped += 1
+        if name not in self.skipped_names:
+            self.skipped_names.add(name)
+            self.unreported.append(name)
+
+    def batch_fields(self) -> dict[str, torch.Tensor | list[str]]:
+        """The cumulative counts every batch carries, and ``skipped_new``: the names of the samples first
+        skipped since the previous call (so the trainer counts distinct skipped samples over every
+        stream, a sample that two workers skip once)."""
+        new, self.unreported = self.unreported, []
         return {"skipped": torch.tensor(self.skipped), "filtered": torch.tensor(self.filtered),
                 "shards_truncated": torch.tensor(len(self.truncated_shards)),
-                "shards_unreadable": torch.tensor(len(self.unreadable_shards))}
+                "shards_unreadable": torch.tensor(len(self.unreadable_shards)), "skipped_new": new}
 
 
 def tar_truncation(url: str) -> str | None:

@@ -1,8 +1,10 @@
 """The paper's data pipeline: webdataset shards of ``jpg`` + ``json{caption, aesthetic_score}``.
 
 Samples without an image or a caption, and images that fail to decode, are skipped and counted; each
-batch carries its stream's cumulative count (``skipped``, with the stream id ``stream``) so the
-trainer can log the total even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
+batch carries its stream's cumulative count of skips (``skipped``: every encounter, a bad sample once
+per pass; with the stream id ``stream``) and the names of the samples first skipped since its previous
+batch (``skipped_new``), so the trainer can log the totals, skipped samples and distinct skipped files,
+even when the pipeline runs in several DataLoader workers. Samples under the aesthetic threshold are filtered (``filtered``).
 
 Shard URLs that run a shell command (``pipe:CMD``) are refused unless ``allow_command_urls``.
 
@@ -72,6 +74,12 @@ def image_to_tensor(image: Image.Image, resolution: int, crop_size: int | None =
     return TF.to_tensor(image) * 2.0 - 1.0
 
 
+def sample_name(sample: dict) -> str:
+    """``<shard url>:<key>`` of a raw webdataset sample (the key alone for a sample read from a folder)."""
+    key = sample.get("__key__", "?")
+    return f"{sample['__url__']}:{key}" if sample.get("__url__") else key
+
+
 class CaptionedImageStream(IterableDataset):
     """An endless, batched stream of (pixels (B, 3, R, R) in [-1, 1], captions) from webdataset shards."""
 
@@ -123,7 +131,7 @@ class CaptionedImageStream(IterableDataset):
         elif isinstance(exn, OSError):
             self._shard_problem(self.counters.unreadable_shards, "unreadable", url_of_error(exn), str(exn))
         else:
-            self._reject("unreadable shard entry", "?", str(exn))
+            self._reject("unreadable shard entry", f"{url_of_error(exn)}:?", str(exn))
         return True
 
     def _shard_problem(self, seen: set[str], what: str, url: str, detail: str) -> None:
@@ -155,13 +163,14 @@ class CaptionedImageStream(IterableDataset):
         return wds.tarfile_to_samples(handler=self._count_error)(iter({"url": u} for u in urls))
 
     def _reject(self, reason: str, key: str, detail: str = "", filtered: bool = False) -> None:
-        """Count one rejected candidate (``filtered`` or ``skipped``), log the first few of each reason,
-        and stop the stream once ``max_consecutive_rejects`` candidates in a row were rejected."""
+        """Count one rejected candidate (``filtered`` or ``skipped``; ``key`` names the sample: its shard
+        and key, or its file), log the first few of each reason, and stop the stream once
+        ``max_consecutive_rejects`` candidates in a row were rejected."""
         c = self.counters
         if filtered:
             c.filtered += 1
         else:
-            c.skipped += 1
+            c.count_skipped(key)
         c.reasons[reason] += 1
         c.consecutive += 1
         if c.reasons[reason] <= LOGGED_PER_REASON and not filtered:
@@ -187,7 +196,7 @@ class CaptionedImageStream(IterableDataset):
 
     def _decode(self, sample: dict) -> dict | None:
         """A training sample {pixels, caption, aesthetic_score}, or None (counted) when it cannot be used."""
-        key = sample.get("__key__", "?")
+        key = sample_name(sample)
         image_bytes = next((sample[k] for k in self.image_keys if k in sample), None)
         meta_bytes = sample.get("json")
         try:

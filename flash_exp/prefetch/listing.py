@@ -18,6 +18,7 @@ from flash_exp.prefetch.items import (
     HUB_DIR,
     TORCH_DIR,
     CleanFidInception,
+    HubPipeline,
     Item,
     LocalPath,
     OpenClipWeights,
@@ -28,6 +29,7 @@ from flash_exp.prefetch.items import (
 
 DEFAULT_CACHE = "~/.cache/flash_exp"
 ENV_FILE = "offline.env"
+GATED_FAMILIES = ("sd3",)  # Stability AI gates its SD3 repositories behind a licence on the hub
 
 
 def _size(path: Path) -> int:
@@ -71,6 +73,14 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
         if bench.clip.model != TOY_CLIP and not any(i.name == clip for i in items):
             items.append(OpenClipWeights("CLIP", clip, "evaluate", model=bench.clip.model, tag=bench.clip.pretrained))
     return items, coco
+
+
+def gated_teacher_note(cfg: TrainConfig, teacher: Item, state: str) -> str | None:
+    """What to do before fetching a teacher whose hub repository is gated (SD3), unless it is already here."""
+    if cfg.backbone.family not in GATED_FAMILIES or not isinstance(teacher, HubPipeline) or state == "present":
+        return None
+    return (f"{teacher.name} is gated: accept its licence on https://huggingface.co/{teacher.name} (logged in "
+            "to the hub) and run `hf auth login` on this machine before fetching")
 
 
 def eval_group(benchmarks: list[str]) -> str | None:
@@ -135,6 +145,9 @@ def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str])
         rows.append((item, state, _size(path) if path is not None else item.published_size))
     print(f"cache: {cache}")
     print(table(rows))
+    gated = gated_teacher_note(cfg, items[0], rows[0][1])
+    if gated and dry_run:
+        print(gated)
     if coco:
         group = eval_group(cfg.eval.benchmarks)
         print(f"COCO files ({', '.join(coco)}) are not fetched here: python -m flash_exp.data.coco check "
@@ -143,7 +156,9 @@ def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str])
         return 0
     for line in failed:
         print(f"error: {line}", file=sys.stderr)
-    if any("Gated" in line for line in failed):
+    if gated and failed:
+        print(gated, file=sys.stderr)
+    elif any("Gated" in line for line in failed):
         print("a gated repository (SD3) needs its licence accepted on the hub and `hf auth login` first",
               file=sys.stderr)
     if failed:

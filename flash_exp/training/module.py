@@ -32,6 +32,7 @@ from flash_exp.training.checkpoints import shape_mismatch
 log = logging.getLogger(__name__)
 
 DATA_COUNTS = ("skipped", "filtered", "shards_truncated", "shards_unreadable")  # carried by every batch
+SHOWN = ("loss/generator", "phase", "data/skipped_samples", "data/skipped_files")  # on the progress bar too
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -64,6 +65,7 @@ class FlashModule(L.LightningModule):
             self.backbone.compile_teacher()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
+        self.skipped_names: set[str] = set()  # the distinct skipped samples of every stream
         self.teacher_evals: list[float] = []  # per batch of this process, for the running mean logged
 
     # ------------------------------------------------------------------ optimisation
@@ -112,10 +114,12 @@ class FlashModule(L.LightningModule):
         logs["cost/wall_s"] = time.perf_counter() - self.fit_started
 
         self.data_counts[int(batch["stream"])] = {k: int(batch[k]) for k in DATA_COUNTS if k in batch}
+        self.skipped_names.update(batch.get("skipped_new", []))
         logs.update({f"data/{k}": float(v) for k, v in self.data_totals().items()})
-        shown = {"loss/generator", "phase"}
-        self.log_dict({k: v for k, v in logs.items() if k not in shown}, on_step=True, batch_size=z.shape[0])
-        self.log_dict({k: logs[k] for k in shown if k in logs}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+        self.log_dict({k: v for k, v in logs.items() if k not in SHOWN}, on_step=True, batch_size=z.shape[0])
+        self.log_dict({k: logs[k] for k in SHOWN if k in logs}, prog_bar=True, on_step=True, batch_size=z.shape[0])
+        if 0 < self.trainer.max_steps <= step + 1:  # the last step is logged whatever trainer.log_every says
+            self.trainer.should_stop = True
 
     def stop_if_non_finite(self, total: float, logs: dict[str, float], step: int) -> None:
         """Raise :class:`NonFiniteLossError` before the update when the loss ``total`` is NaN or infinite,
@@ -146,14 +150,19 @@ class FlashModule(L.LightningModule):
         return bool(trainer.strategy.reduce_boolean_decision(decision, all=False))
 
     def data_totals(self) -> dict[str, int]:
-        """The data counts of every stream added up (sample level: skipped, filtered; shard level:
-        shards_truncated, shards_unreadable)."""
-        return {k: sum(c.get(k, 0) for c in self.data_counts.values()) for k in DATA_COUNTS}
+        """The data counts of every stream added up. Sample level: ``skipped_samples`` (each time a sample
+        was skipped: a bad file counts once per pass over the data), ``skipped_files`` (the distinct
+        samples, files or shard entries, among them), ``filtered``; shard level: ``shards_truncated``,
+        ``shards_unreadable``."""
+        t = {k: sum(c.get(k, 0) for c in self.data_counts.values()) for k in DATA_COUNTS}
+        return {"skipped_samples": t["skipped"], "skipped_files": len(self.skipped_names), "filtered": t["filtered"],
+                "shards_truncated": t["shards_truncated"], "shards_unreadable": t["shards_unreadable"]}
 
     def data_summary(self) -> str:
         """The end-of-run line on what the data streams dropped."""
         t = self.data_totals()
-        return (f"data: {t['skipped']} samples skipped, {t['filtered']} filtered (data.min_aesthetic_score); "
+        return (f"data: {t['skipped_samples']} samples skipped from {t['skipped_files']} distinct files, "
+                f"{t['filtered']} filtered (data.min_aesthetic_score); "
                 f"shards: {t['shards_truncated']} truncated, {t['shards_unreadable']} unreadable "
                 f"({len(self.data_counts)} stream(s) on this rank)")
 

@@ -50,14 +50,16 @@ def _signal_checkpoint_callback_class():
           limit; always after a preemption) and exits. Other ranks wait for SLURM to stop them.
         - SIGTERM (``scontrol requeue``, ``scancel``, preemption with a grace time): Lightning's handler
           sets ``trainer.received_sigterm`` and stops at the next step; ``last.ckpt`` is written first.
+          A Ctrl-C noted by the run's ``StopSignals`` (or a signal on another rank) stops the same way.
 
         Nothing is saved inside a signal handler. As a ``Checkpoint`` callback it runs after the
         ``ModelCheckpoint`` of the same step; a SIGTERM that lands after it in a single-process run is
         checkpointed when Lightning stops (``on_exception``), so no finished step is lost.
         """
 
-        def __init__(self, ckpt_dir: Path):
+        def __init__(self, ckpt_dir: Path, stops: Any = None):
             self.ckpt_dir = Path(ckpt_dir)
+            self.stops = stops  # the run's StopSignals: a Ctrl-C noted there stops training as SIGTERM does
             self.signum = _requeue_signal()
             self.requested = False
             self.saved_step = -1
@@ -88,9 +90,10 @@ def _signal_checkpoint_callback_class():
             return [bool(v > 0) for v in value.tolist()]
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            requeue, sigterm = self._any_rank(trainer, [self.requested,
-                                                        bool(getattr(trainer, "received_sigterm", False))])
-            if not (requeue or sigterm):
+            noted = self.stops is not None and self.stops.received is not None
+            requeue, noted, sigterm = self._any_rank(trainer, [self.requested, noted,
+                                                               bool(getattr(trainer, "received_sigterm", False))])
+            if not (requeue or noted or sigterm):
                 return
             step = trainer.global_step
             if self.saved_step != step:
@@ -101,6 +104,8 @@ def _signal_checkpoint_callback_class():
             _flush_loggers(trainer)
             if requeue:
                 self._hand_over(trainer)
+            if noted and not sigterm and step < trainer.max_steps:
+                raise SIGTERMException  # every rank agrees: stop as Lightning does after a SIGTERM
 
         def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
             # DDP ranks could stop at different steps here, and saving is collective: single process only
@@ -131,6 +136,7 @@ def _signal_checkpoint_callback_class():
     return SignalCheckpoint
 
 
-def signal_checkpoint(ckpt_dir: Path):
-    """A :class:`SignalCheckpoint` Lightning callback writing ``ckpt_dir/last.ckpt``."""
-    return _signal_checkpoint_callback_class()(ckpt_dir)
+def signal_checkpoint(ckpt_dir: Path, stops: Any = None):
+    """A :class:`SignalCheckpoint` Lightning callback writing ``ckpt_dir/last.ckpt``; ``stops``: the run's
+    :class:`~flash_exp.training.run_signals.StopSignals` (a SIGINT noted there stops training too)."""
+    return _signal_checkpoint_callback_class()(ckpt_dir, stops)
