@@ -39,4 +39,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from flash_exp.config import exit_on_config_error
+
+    exit_on_config_error(sys.argv[1:], "evaluate")
     main()

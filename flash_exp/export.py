@@ -314,4 +314,7 @@ __all__ = ["export_student", "kohya_metadata", "kohya_state_dict", "load_backbon
            "push_to_hub", "recipe"]
 
 if __name__ == "__main__":
+    from flash_exp.config import exit_on_config_error
+
+    exit_on_config_error(sys.argv[1:], "export")
     main()

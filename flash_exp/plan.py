@@ -4,14 +4,16 @@
     python -m flash_exp.plan experiment=fig5h_k phases=k16,k32 --gpu a100
     python -m flash_exp.plan debug=fast
 
-For every job of the sweep (one job for a run): its swept values, the data batches it trains, the
-expected teacher calls per batch in each phase and an estimate of its GPU-hours, then the total.
+For every job of the sweep (one job for a run): its swept values, method, the data batches it trains,
+the expected teacher evaluations per batch in each phase and their mean over the job, and an estimate
+of its GPU-hours, then the total.
 
-The teacher's K-step rollout from start index i costs K - i solver steps, each one CFG call on 2B
-samples, so a phase costs E_pi[K - i] calls per batch under its distribution pi. Around the rollout
-a batch also runs the student forward and backward (about 3 teacher-sized forwards on B samples), the
-discriminator's two feature passes (real and fake) when the adversarial term is on, and the DMD real
-score (one CFG call) when DMD is on. The seconds per teacher evaluation come from
+Teacher evaluations are counted as training logs ``cost/teacher_evals_per_batch`` (a 2B CFG call
+counts 2), each method by its own model (:mod:`flash_exp.method.cost`): Flash's K-step rollout from a
+start index i drawn from the phase's pi takes K - i solver steps, each a CFG call on 2B samples, plus
+the GAN's feature passes and the DMD real score; LCM takes one solver step with CFG per batch; DMD2
+calls the real score (one CFG call) on one batch in ``method.dmd2.fake_updates``. The seconds count
+every denoiser pass of a batch (student, fake score, backward) as well. The seconds per evaluation come from
 ``docs/benchmarks.json`` where it measured this kind of model on this kind of device (the toy world
 on a CPU), else from a FLOP estimate of the backbone's denoiser at an assumed share of a GPU's peak;
 each line says which.
@@ -27,7 +29,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from flash_exp.config import ConfigError, TrainConfig, compose, register_configs, register_resolvers, validate
+from flash_exp.config import (
+    ConfigError,
+    TrainConfig,
+    compose,
+    composition_error,
+    register_configs,
+    register_resolvers,
+    validate,
+)
 from flash_exp.config.reference import check_reference
 from flash_exp.training.overrides import normalise_overrides, sweep_points, swept_values
 
@@ -43,16 +53,15 @@ ASSUMED_UTILISATION = 0.35
 # the toy UNet scaled from SD1.5 by parameters and latent positions.
 DENOISER_FLOPS = {"sd": (0.68e12, 512), "sdxl": (6.0e12, 1024), "pixart": (7.2e12, 1024),
                   "sd3": (20.6e12, 1024), "toy": (3.2e9, 32)}
-STUDENT_FORWARDS = 3.0  # forward + backward of the student, in forwards
 
 
 @dataclass(frozen=True)
 class PhaseCost:
     name: str
-    k: int
+    k: int | None  # the teacher's K (Flash); None for the methods without a K-step rollout
     batches: int
-    rollout_calls: float  # E_pi[K - i]: CFG calls of 2B samples per batch
-    forwards: float  # all teacher-sized forwards of B samples per batch
+    teacher_evals: float  # teacher evaluations of B samples per batch (a 2B CFG call counts 2)
+    forwards: float  # all denoiser-sized passes of B samples per batch
 
 
 @dataclass(frozen=True)
@@ -69,33 +78,35 @@ class JobPlan:
         return sum(p.batches for p in self.phases)
 
     @property
+    def teacher_evals(self) -> float:
+        """The mean teacher evaluations per batch over the job: what training's running mean ends at."""
+        return sum(p.teacher_evals * p.batches for p in self.phases) / max(1, self.batches)
+
+    @property
     def gpu_hours(self) -> float:
         return self.batches * self.seconds_per_batch * self.gpus / 3600
 
 
 def expected_rollout_calls(cfg: TrainConfig, phase: int) -> float:
-    """E_pi[K - i] for the phase's K and distribution pi."""
-    from flash_exp.method.timesteps import timestep_distribution
+    """E_pi[K - i]: Flash's CFG calls of 2B samples per batch in ``phase``."""
+    from flash_exp.method.cost import expected_rollout_steps  # torch: not before a launch needs it
 
-    k, t = cfg.phases.k[phase], cfg.timesteps
-    probs = timestep_distribution(t.distribution, k, t.mode_probs[phase], t.variance, t.gaussian_mean,
-                                  t.gaussian_variance)
-    return float(sum(p * (k - i) for i, p in enumerate(probs.tolist())))
+    return expected_rollout_steps(cfg, phase)
 
 
 def phase_costs(cfg: TrainConfig) -> list[PhaseCost]:
     """The phases as trained: ``trainer.max_steps`` (when set) cuts the schedule short."""
+    from flash_exp.method.cost import phase_cost
+
     left = cfg.trainer.max_steps or sum(cfg.phases.iterations)
-    costs = []
+    costs, step = [], 0
     for i, (name, k, n) in enumerate(zip(cfg.phases.names, cfg.phases.k, cfg.phases.iterations, strict=True)):
         batches = min(n, left)
         left -= batches
-        calls = expected_rollout_calls(cfg, i)
-        gan = cfg.loss.adversarial.enabled and (cfg.loss.adversarial.weight[i] > 0
-                                                or cfg.loss.adversarial.train_in_warmup)
-        dmd = cfg.loss.dmd.enabled and cfg.loss.dmd.weight[i] > 0
-        forwards = 2 * calls + STUDENT_FORWARDS + (2 if gan else 0) + (2 if dmd else 0)
-        costs.append(PhaseCost(name, k, batches, calls, forwards))
+        cost = phase_cost(cfg, i, step, batches)
+        step += batches
+        costs.append(PhaseCost(name, k if cfg.method.name == "flash" else None, batches, cost.teacher_evals,
+                               cost.forwards))
     return costs
 
 
@@ -159,13 +170,18 @@ def sweep_jobs(args: list[str]) -> list[list[str]]:
     """The override list of every job (one for a single run), as Hydra's basic sweeper expands them:
     the file's ``hydra.sweeper.params`` first, the command line after."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    parsed = OverridesParser.create().parse_overrides(args)
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except OverrideParseException as err:
+        raise composition_error(err, args) from None
     base = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
     multirun = str(base.hydra.mode) == "RunMode.MULTIRUN" or any(o.is_sweep_override() for o in parsed)
     if not multirun:
         return [list(args)]
-    return sweep_points(OmegaConf.to_container(base.hydra.sweeper.params) or {}, args)
+    params = base.hydra.sweeper.params  # None without an experiment file that sweeps
+    return sweep_points(OmegaConf.to_container(params) if params is not None else {}, args)
 
 
 def plan(args: list[str], gpu: str) -> list[JobPlan]:
@@ -178,16 +194,19 @@ def plan(args: list[str], gpu: str) -> list[JobPlan]:
 
 
 def format_table(jobs: list[JobPlan]) -> str:
-    """One row per job (swept values, batches, batch size, K and E[K - i] per phase, s/batch, GPU-h),
-    the total, and where the seconds come from."""
-    lines = [f"{'job':>3}  {'swept':<36} {'batches':>8} {'B':>3}  {'K per phase':<14} "
-             f"{'teacher calls/batch (2B each)':<30} {'s/batch':>8} {'GPU-h':>8}"]
+    """One row per job (swept values, method, batches, batch size, K and teacher evaluations per batch of
+    each phase and their mean, s/batch, GPU-h), the total, and where the seconds come from."""
+    lines = [f"{'job':>3}  {'swept':<36} {'method':<6} {'batches':>8} {'B':>3}  {'K per phase':<14} "
+             f"{'teacher evals/batch per phase':<30} {'mean':>6} {'s/batch':>8} {'GPU-h':>8}"]
     for i, (job, values) in enumerate(zip(jobs, swept_values([j.overrides for j in jobs]), strict=True)):
-        ks = "/".join(str(p.k) for p in job.phases)
-        calls = "/".join(f"{p.rollout_calls:.1f}" for p in job.phases)
-        lines.append(f"{i:>3}  {' '.join(values) or '-':<36} {job.batches:>8} {job.cfg.data.batch_size:>3}  "
-                     f"{ks:<14} {calls:<30} {job.seconds_per_batch:>8.3f} {job.gpu_hours:>8.3f}")
+        ks = "/".join(str(p.k) if p.k is not None else "-" for p in job.phases)
+        evals = "/".join(f"{p.teacher_evals:.1f}" for p in job.phases)
+        lines.append(f"{i:>3}  {' '.join(values) or '-':<36} {job.cfg.method.name:<6} {job.batches:>8} "
+                     f"{job.cfg.data.batch_size:>3}  {ks:<14} {evals:<30} {job.teacher_evals:>6.2f} "
+                     f"{job.seconds_per_batch:>8.3f} {job.gpu_hours:>8.3f}")
     total = sum(j.gpu_hours for j in jobs)
+    lines.append("teacher evals: teacher evaluations of B samples per data batch, as training logs "
+                 "cost/teacher_evals_per_batch (a 2B CFG call counts 2)")
     lines.append(f"total: {len(jobs)} job(s), {sum(j.batches for j in jobs)} data batches, {total:.3f} GPU-hours "
                  f"({total * 60:.1f} device-minutes)")
     for source in dict.fromkeys(j.source for j in jobs):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from flash_exp.backbones.lora_files import RECIPE_FILE
+from flash_exp.config import ConfigError
 from flash_exp.export import load_backbone_config
 
 
@@ -65,6 +66,13 @@ def generate(pipe, prompts: list[str], seeds: list[int], nfe: int, resolution: i
     return written
 
 
+def check_nfe(nfe: object) -> int:
+    """``nfe`` as the student's number of sampling steps; :class:`ConfigError` unless an integer >= 1."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ConfigError("nfe", nfe, "must be an integer >= 1 (the student's sampling steps)")
+    return nfe
+
+
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     prompts = [prompt] if prompt else []
     if prompts_file:
@@ -80,6 +88,7 @@ def main(cfg: DictConfig) -> None:
 
     quiet_console()
     try:
+        nfe = check_nfe(cfg.nfe)
         if cfg.export is None and cfg.run_dir is None:
             raise ValueError("give export=<export dir> or run_dir=<run dir>")
         export_dir = Path(cfg.export) if cfg.export else Path(cfg.run_dir) / "export"
@@ -90,9 +99,12 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     out = Path(cfg.out) if cfg.out else export_dir / "samples"
-    paths = generate(pipe, prompts, list(cfg.seeds), int(cfg.nfe), backbone_cfg.resolution, out)
+    paths = generate(pipe, prompts, list(cfg.seeds), nfe, backbone_cfg.resolution, out)
     print(f"wrote {len(paths)} images to {out}")
 
 
 if __name__ == "__main__":
+    from flash_exp.config import exit_on_config_error
+
+    exit_on_config_error(sys.argv[1:], "sample")
     main()

@@ -304,7 +304,9 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
+    from flash_exp.config import exit_on_config_error
     from flash_exp.training.overrides import normalise_overrides
 
     sys.argv[1:] = normalise_overrides(sys.argv[1:])
+    exit_on_config_error(sys.argv[1:], "train")  # before Hydra makes a run directory
     main()

@@ -72,3 +72,31 @@ def test_debug_fast_finishes(tmp_path):
 def test_the_old_wandb_switch_points_to_the_logger_group():
     with pytest.raises(ConfigError, match="logger=wandb"):
         validate(compose(["trainer.wandb=true"]))
+
+
+def entry_point(module: str, args: list[str], runs: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLASH_EXP_RUNS": str(runs), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=runs.parent, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("module", "args", "expected"), [
+    ("flash_exp.train", ["loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),
+    ("flash_exp.train", ["-m", "backbone=sd15,sd16"], "did you mean sd15? (its options are: pixart, sd15, sd3, sdxl, toy)"),
+    ("flash_exp.plan", ["experiment=methods", "loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),
+    ("flash_exp.plan", ["experiment=nope"], "its options are: fig5c_guidance, "),
+    ("flash_exp.prefetch", ["--dry-run", "loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),
+    ("flash_exp.prefetch", ["--dry-run", "backbone=sd16"], "did you mean sd15?"),
+    ("flash_exp.evaluate", ["run_dir=absent", "studnt_nfe=[1]"], "did you mean student_nfe?"),
+    ("flash_exp.sample", ["export=absent", "nfee=2"], "did you mean nfe?"),
+    ("flash_exp.export", ["run_dir=absent", "chekpoint=last"], "did you mean checkpoint?"),
+    ("flash_exp.data.cache_latents", ["--out", "absent", "trainer.max_step=3"], "did you mean trainer.max_steps?"),
+])
+def test_a_mistyped_key_or_option_is_one_line_with_the_closest_name_and_exit_2(tmp_path, module, args, expected):
+    runs = tmp_path / "runs"
+    proc = entry_point(module, args, runs)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr[-3000:]
+    assert "+loss" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not runs.exists() and not (tmp_path / "absent").exists(), sorted(tmp_path.rglob("*"))

@@ -148,6 +148,19 @@ def test_sample_with_a_second_lora_differs_from_flash_alone(trained_run, tmp_pat
     assert np.array_equal(alone, again)  # seeded: the difference is the second LoRA
 
 
+@pytest.mark.parametrize("nfe", ["0", "-1", "two"])
+def test_sample_refuses_an_nfe_below_1_naming_the_key(trained_run, tmp_path, nfe):
+    _, run = trained_run
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.sample", f"export={run / 'export'}", "prompt=a red circle",
+                           f"nfe={nfe}", f"out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line == f"error: invalid config value nfe={nfe if nfe == 'two' else int(nfe)!r}: must be an integer >= 1 " \
+                   "(the student's sampling steps)", line
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_student_writes_every_format(trained_run, tmp_path):
     cfg, run = trained_run
     _, module, _ = load_run(run)

@@ -206,3 +206,38 @@ def test_a_run_logs_skipped_samples_and_files_and_a_run_shorter_than_log_every_h
     assert [int(r["step"]) for r in rows] == [5]  # the last step (Lightning counts from 0)
     assert float(rows[-1]["data/skipped_samples"]) == 2.0 and float(rows[-1]["data/skipped_files"]) == 1.0
     assert "data: 2 samples skipped from 1 distinct files" in caplog.text
+
+
+def _captioned_images(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"img_{i:02d}.png")
+        (folder / f"img_{i:02d}.txt").write_text(f"image {i}")
+    return folder
+
+
+def test_make_shards_refuses_an_out_that_holds_shards_and_overwrite_leaves_only_the_new_ones(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    first, second, out = (_captioned_images(tmp_path / "a", 40), _captioned_images(tmp_path / "b", 8),
+                          tmp_path / "shards")
+    make_shards_main(["--src", str(first), "--out", str(out), "--shard-size", "20"])
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.data.make_shards", "--src", str(second), "--out",
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "shard-000000.tar, shard-000001.tar" in line and "--overwrite" in line
+    assert len(list(wds.WebDataset(str(out / "shard-000001.tar"), shardshuffle=False))) == 20  # untouched
+
+    summary = make_shards_main(["--src", str(second), "--out", str(out), "--overwrite"])
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar"]
+    keys = {s["__key__"] for s in wds.WebDataset(str(out / "shard-000000.tar"), shardshuffle=False)}
+    assert keys == {f"img_{i:02d}" for i in range(8)} and summary.written == 8
+    record = json.loads((out / "make_shards.json").read_text())
+    assert record["src"] == str(second) and record["written"] == 8

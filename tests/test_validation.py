@@ -159,3 +159,43 @@ def test_lpips_without_its_vgg16_weights_file(tiny_sd_dir, no_weights_read, tmp_
     (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"weights")
     check_against_pretrained(tiny_sd_cfg(tiny_sd_dir, "loss.distill.type=lpips"), tiny_sd_dir)
+
+
+def _folder(root, images: dict[str, bytes]):
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        (root / name).write_bytes(data)
+        (root / name).with_suffix(".txt").write_text(f"a caption of {name}")
+    return root
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("head", "invalid config value backbone.discriminator.head='flash_strided': with channels [64, 128] needs "
+             "features larger than the 4x4 of mid_block at backbone.resolution=32; use "
+             "backbone.discriminator.head=generic"),
+    ("empty", "data.root="),
+    ("all bad", "data.root="),
+])
+def test_what_cannot_fit_fails_before_the_teacher_loads_with_one_line_and_exit_2(tmp_path, case, expected):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    runs = tmp_path / "runs"
+    args = {"head": ["backbone.discriminator.head=flash_strided"],
+            "empty": ["data=folder", f"data.root={_folder(tmp_path / 'empty', {})}"],
+            "all bad": ["data=folder", f"data.root={_folder(tmp_path / 'bad', {'a.png': b'not a png', 'b.jpg': b''})}"]}
+    env = {**os.environ, "FLASH_EXP_RUNS": str(runs), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args[case]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "data.shards" not in proc.stderr
+    if case != "head":
+        assert "no usable image among its 2 (2 undecodable image)" in errors[0] if case == "all bad" else \
+            "holds no image" in errors[0]
+    assert not runs.exists() or not any(runs.rglob("FAILED")), sorted(runs.rglob("*"))
+    assert not runs.exists() or not any(p.is_file() for p in runs.rglob("*")), sorted(runs.rglob("*"))

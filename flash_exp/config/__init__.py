@@ -7,7 +7,9 @@ allowed. Both happen before any weight is loaded.
 
 Public API (``from flash_exp.config import X``), by module:
 
-- ``errors``: :class:`ConfigError`, :func:`refuse_command_urls`, ``COMMAND_URL_SCHEMES``
+- ``errors``: :class:`ConfigError` (and its :class:`UnknownConfigKey`, :class:`CommandLineError`),
+  :func:`suggestion`, :func:`refuse_command_urls`, ``COMMAND_URL_SCHEMES``
+- ``composition``: :func:`composition_error`, :func:`check_command_line`, :func:`exit_on_config_error`
 - ``backbone``: :class:`BackboneConfig`, :class:`LoraConfig`, :class:`SchedulerConfig`,
   :class:`TeacherSamplingConfig`, :class:`DiscriminatorConfig`; ``FAMILIES``, ``DTYPES``,
   ``PREDICTION_TYPES``, ``NULL_CONDITIONS``, ``DISCRIMINATOR_HEADS``, ``DISCRIMINATOR_INPUTS``,
@@ -45,9 +47,17 @@ from flash_exp.config.backbone import (
     TeacherSamplingConfig,
     train_timestep_range,
 )
+from flash_exp.config.composition import check_command_line, composition_error, exit_on_config_error
 from flash_exp.config.conf_dir import CONF_DIR, backbones_of_families
 from flash_exp.config.data import DATA_KINDS, DataConfig
-from flash_exp.config.errors import COMMAND_URL_SCHEMES, ConfigError, refuse_command_urls
+from flash_exp.config.errors import (
+    COMMAND_URL_SCHEMES,
+    CommandLineError,
+    ConfigError,
+    UnknownConfigKey,
+    refuse_command_urls,
+    suggestion,
+)
 from flash_exp.config.hydra import compose, compose_train_config, register_configs, register_resolvers
 from flash_exp.config.method import (
     DIFFUSION_FAMILIES,
@@ -95,11 +105,12 @@ __all__ = [
     "DISCRIMINATOR_INPUTS", "DISTILL_LOSS_TYPES", "DTYPES", "EIGHT_BIT_MISSING", "FAMILIES", "GAN_LOSS_TYPES",
     "LCM_LOSSES", "MASK_KINDS", "MAX_SEED", "METHODS", "NULL_CONDITIONS", "PRECISIONS", "PREDICTION_TYPES",
     "REAL_SOURCES", "TASKS", "TIMESTEP_DISTRIBUTIONS", "TRACKER_PACKAGES",
-    "AdapterConfig", "AdversarialLossConfig", "BackboneConfig", "CannyConfig", "ConfigError", "DMD2Config",
+    "AdapterConfig", "AdversarialLossConfig", "BackboneConfig", "CannyConfig", "CommandLineError", "ConfigError", "DMD2Config",
     "DMDLossConfig", "DataConfig", "DegradationConfig", "DiscriminatorConfig", "DistillLossConfig", "EvalConfig",
     "IdentityConfig", "LCMConfig", "LoggerConfig", "LoraConfig", "LossConfig", "MaskConfig", "MethodConfig",
     "OptimConfig", "PhasesConfig", "SchedulerConfig", "TaskConfig", "TeacherSamplingConfig", "TimestepsConfig",
-    "TrainConfig", "TrainerConfig",
-    "backbones_of_families", "compose", "compose_train_config", "refuse_command_urls", "refuse_unknown_keys",
-    "register_configs", "register_resolvers", "train_timestep_range", "validate",
+    "TrainConfig", "TrainerConfig", "UnknownConfigKey",
+    "backbones_of_families", "check_command_line", "compose", "compose_train_config", "composition_error",
+    "exit_on_config_error", "refuse_command_urls", "refuse_unknown_keys", "register_configs", "register_resolvers",
+    "suggestion", "train_timestep_range", "validate",
 ]

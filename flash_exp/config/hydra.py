@@ -17,16 +17,25 @@ from flash_exp.config.validate import validate
 def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """``conf/<config_name>.yaml`` composed in-process with ``overrides``, as the command line would compose
     it (unvalidated; :func:`validate` types and checks it). Other schemas or resolvers a config names
-    (``evaluate_schema``, the launcher's resolvers) must be registered by the caller first."""
+    (``evaluate_schema``, the launcher's resolvers) must be registered by the caller first. A key, group
+    option or type the config does not have raises :class:`ConfigError` (one line, the closest name)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from flash_exp.config.composition import composition_error
 
     register_configs()
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=overrides,
+                                 return_hydra_config=return_hydra_config)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise composition_error(err, overrides) from None
 
 
 def compose_train_config(overrides: list[str]) -> TrainConfig:

@@ -6,7 +6,7 @@ import dataclasses
 
 from omegaconf import DictConfig, OmegaConf
 
-from flash_exp.config.errors import ConfigError
+from flash_exp.config.errors import ConfigError, UnknownConfigKey, suggestion
 from flash_exp.config.root import TrainConfig
 
 
@@ -20,8 +20,9 @@ def refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
     for key in node.keys():
         path = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(path, node._get_node(key)._value(), f"unknown key; {prefix.rstrip('.') or 'the root'} "
-                                                                  f"has {', '.join(names)}")
+            raise UnknownConfigKey(path, node._get_node(key)._value(),
+                                   suggestion(str(key), names, prefix,
+                                              listed=f"the keys of {prefix.rstrip('.') or 'the root'} are"))
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
             refuse_unknown_keys(child, f"{path}.")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from flash_exp.backbones.base import Backbone
-from flash_exp.config import TrainConfig, compose_train_config
+from flash_exp.config import ConfigError, TrainConfig, compose_train_config
 from flash_exp.data.cached_latents_stream import pack_cached
 from flash_exp.data.folder import FolderImageStream
 from flash_exp.data.shard_writer import write_shards
@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    shards = write_cache(compose_train_config(args.overrides), args.out, device, args.batch_size, args.shard_size)
+    try:
+        cfg = compose_train_config(args.overrides)
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+    shards = write_cache(cfg, args.out, device, args.batch_size, args.shard_size)
     listing = ",".join(str(s) for s in shards)
     print(f"train on the cache with: 'data.shards=[{listing}]' data.cached=true")
     return shards

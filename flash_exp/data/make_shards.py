@@ -11,6 +11,10 @@ copied unchanged unless ``--resize SIDE`` re-encodes those with a shorter side a
 (quality 95) at that shorter side. Shard i holds the usable images of the folder's i-th group of
 ``--shard-size`` files (sorted by path), so a run on the shards and a ``data=folder`` run with
 ``data.files_per_shard`` equal to the shard size read the same stream.
+
+An ``--out`` that already holds shards is refused, naming them, so that a brace pattern or glob never
+reads two runs' shards together; ``--overwrite`` replaces them: the shards this run does not write are
+removed, and ``make_shards.json`` describes this run.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from flash_exp.data.folder import FILES_PER_SHARD, FolderRecord, group_records, 
 from flash_exp.data.shard_writer import write_groups
 
 SHARD_PATTERN = "shard-%06d.tar"
+SHARD_GLOB = "shard-*.tar"
 RESIZED_QUALITY = 95
 EXAMPLES_PER_REASON = 5
 
@@ -98,9 +103,33 @@ def _samples(group: list[FolderRecord], summary: ShardSummary, resize: int | Non
         yield sample
 
 
-def make_shards(src: Path, out: Path, shard_size: int = FILES_PER_SHARD, resize: int | None = None) -> ShardSummary:
-    """Write the folder ``src`` as shards ``out/shard-NNNNNN.tar``; returns what was written and skipped."""
+def existing_shards(out: Path) -> list[Path]:
+    """The shards a previous run left in ``out``, sorted."""
+    return sorted(Path(out).glob(SHARD_GLOB)) if Path(out).is_dir() else []
+
+
+def clear_stale_shards(out: Path, new_count: int, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds shards (FileExistsError naming them) unless ``overwrite``; then remove
+    those the new run of ``new_count`` shards will not write over."""
+    old = existing_shards(out)
+    if old and not overwrite:
+        shown = ", ".join(p.name for p in old[:EXAMPLES_PER_REASON])
+        more = f" and {len(old) - EXAMPLES_PER_REASON} more" if len(old) > EXAMPLES_PER_REASON else ""
+        raise FileExistsError(f"--out {out} already holds {len(old)} shard(s) ({shown}{more}): pass --overwrite "
+                              "to replace them, or choose an empty folder")
+    kept = {Path(out) / (SHARD_PATTERN % i) for i in range(new_count)}
+    for path in old:
+        if path not in kept:
+            path.unlink()
+
+
+def make_shards(src: Path, out: Path, shard_size: int = FILES_PER_SHARD, resize: int | None = None,
+                overwrite: bool = False) -> ShardSummary:
+    """Write the folder ``src`` as shards ``out/shard-NNNNNN.tar``; returns what was written and skipped.
+
+    Raises FileExistsError when ``out`` holds shards and not ``overwrite`` (see :func:`clear_stale_shards`)."""
     records = scan_folder(src)
+    clear_stale_shards(Path(out), len(group_records(records, shard_size)), overwrite)
     summary = ShardSummary(shards=[])
     with tqdm(total=len(records), desc="make_shards", unit="img") as progress:
         groups = (_samples(group, summary, resize, progress) for group in group_records(records, shard_size))
@@ -120,12 +149,14 @@ def main(argv: list[str] | None = None) -> ShardSummary:
                         help="folder files per shard (data.files_per_shard of a folder run)")
     parser.add_argument("--resize", type=int, default=None, metavar="SIDE",
                         help="re-encode images whose shorter side is above SIDE as JPEG at that side")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the shards already in --out (those this run does not write are removed)")
     args = parser.parse_args(argv)
     if args.shard_size <= 0 or (args.resize is not None and args.resize <= 0):
         parser.error("--shard-size and --resize must be positive")
     try:
-        summary = make_shards(args.src, args.out, args.shard_size, args.resize)
-    except FileNotFoundError as err:
+        summary = make_shards(args.src, args.out, args.shard_size, args.resize, args.overwrite)
+    except (FileNotFoundError, FileExistsError) as err:
         parser.exit(2, f"error: {err}\n")
     print(summary.report())
     return summary

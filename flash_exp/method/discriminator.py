@@ -54,6 +54,24 @@ def generic_layers(in_channels: int, feature_size: int, channels: list[int]) -> 
     return layers + [nn.Conv2d(prev, 1, kernel_size=min(4, size), stride=1, padding=0)]
 
 
+def head_layers(head: str, in_channels: int, feature_size: int, channels: list[int]) -> list[nn.Module]:
+    """The layers of head ``head`` on (in_channels, feature_size, feature_size) features, before the flatten."""
+    if head not in DISCRIMINATOR_HEADS:
+        raise ValueError(f"backbone.discriminator.head={head!r}: allowed values are {', '.join(DISCRIMINATOR_HEADS)}")
+    if head == "flash_sd15":
+        return flash_sd15_layers(in_channels, channels)
+    if head == "flash_strided":
+        return flash_strided_layers(in_channels, channels)
+    return generic_layers(in_channels, feature_size, channels)
+
+
+def logit_side(head: str, in_channels: int, feature_size: int, channels: list[int]) -> int:
+    """The side of the logit map head ``head`` makes of its features (< 1: the features are too small);
+    its layers are built on the meta device, no memory allocated."""
+    with torch.device("meta"):
+        return output_side(head_layers(head, in_channels, feature_size, channels), feature_size)
+
+
 def output_side(layers: list[nn.Module], side: int) -> int:
     """The side of the logit map that ``layers`` make of a side x side input (< 1: too small)."""
     for layer in layers:
@@ -82,14 +100,7 @@ class DiscriminatorHead(nn.Module):
 
     def __init__(self, head: str, in_channels: int, feature_size: int, channels: list[int]):
         super().__init__()
-        if head not in DISCRIMINATOR_HEADS:
-            raise ValueError(f"backbone.discriminator.head={head!r}: allowed values are {', '.join(DISCRIMINATOR_HEADS)}")
-        if head == "flash_sd15":
-            layers = flash_sd15_layers(in_channels, channels)
-        elif head == "flash_strided":
-            layers = flash_strided_layers(in_channels, channels)
-        else:
-            layers = generic_layers(in_channels, feature_size, channels)
+        layers = head_layers(head, in_channels, feature_size, channels)
         side = output_side(layers, feature_size)
         if side < 1:
             raise ValueError(

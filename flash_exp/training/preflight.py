@@ -13,7 +13,10 @@ A diffusers pipeline directory describes its models in small JSON files (``vae/c
   or ends with ``.<target>``) that a LoRA can adapt, and ``backbone.discriminator.feature_module``
   (when the discriminator reads features) a module of it: both checked on the denoiser built from its
   ``config.json`` on the meta device, no weights read;
-- the Flash LPIPS distillation loss needs the VGG16 weights file on this machine.
+- the discriminator head must fit the features it reads (their side from the same config files and
+  ``backbone.resolution``): the official strided heads need maps of at least 16x16 or so;
+- the Flash LPIPS distillation loss needs the VGG16 weights file on this machine;
+- ``data=folder``: ``data.root`` must hold at least one image with a caption that decodes.
 """
 
 from __future__ import annotations
@@ -176,13 +179,75 @@ def check_lora_targets(cfg: TrainConfig, denoiser: nn.Module) -> None:
         raise ConfigError(key, targets, f"peft cannot adapt the teacher's {name}: {str(err).splitlines()[0]}") from err
 
 
-def uses_feature_module(cfg: TrainConfig) -> bool:
-    """Whether a discriminator head reads ``backbone.discriminator.feature_module``'s output."""
-    if cfg.backbone.discriminator.input != "features":
-        return False
+def uses_discriminator(cfg: TrainConfig) -> bool:
+    """Whether the method trains a discriminator head (Flash's adversarial term, DMD2's GAN classifier)."""
     if cfg.method.name == "flash":
         return cfg.loss.adversarial.enabled
     return cfg.method.name == "dmd2" and cfg.method.dmd2_settings().gan
+
+
+def uses_feature_module(cfg: TrainConfig) -> bool:
+    """Whether a discriminator head reads ``backbone.discriminator.feature_module``'s output."""
+    return cfg.backbone.discriminator.input == "features" and uses_discriminator(cfg)
+
+
+def discriminator_feature_shape(cfg: TrainConfig, directory: Path) -> tuple[int, int] | None:
+    """(channels, side) of what the discriminator head reads at ``backbone.resolution``, from the pipeline's
+    config files as the backbones compute it (None when they are not there to read): the latents with
+    ``discriminator.input=output``; else a UNet's mid block (its last width, the latents downsampled once
+    per block but the last) or a transformer block (heads x head dim, the latents over the patch size)."""
+    vae = _config(directory, "vae/config.json")
+    denoiser = _config(directory, "unet/config.json", "transformer/config.json")
+    if vae is None or denoiser is None:
+        return None
+    latent = cfg.backbone.resolution // 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+    if cfg.backbone.discriminator.input == "output":
+        return int(vae.get("latent_channels", 4)), latent
+    if denoiser.get("patch_size"):
+        return int(denoiser["num_attention_heads"]) * int(denoiser["attention_head_dim"]), latent // int(
+            denoiser["patch_size"])
+    widths = list(denoiser.get("block_out_channels", []))
+    return (int(widths[-1]), latent // 2 ** (len(widths) - 1)) if widths else None
+
+
+def check_discriminator_fits(cfg: TrainConfig, directory: Path) -> None:
+    from flash_exp.method.discriminator import logit_side
+
+    shape = discriminator_feature_shape(cfg, directory)
+    d = cfg.backbone.discriminator
+    if shape is None or d.head == "generic":
+        return
+    channels, side = shape
+    if logit_side(d.head, channels, side, list(d.channels)) < 1:
+        source = d.feature_module if d.input == "features" else "the teacher's output"
+        raise ConfigError("backbone.discriminator.head", d.head,
+                          f"with channels {list(d.channels)} needs features larger than the {side}x{side} of "
+                          f"{source} at backbone.resolution={cfg.backbone.resolution}; use "
+                          "backbone.discriminator.head=generic, which adapts its strides to small maps")
+
+
+def check_data_root(cfg: TrainConfig) -> None:
+    """``data=folder``: at least one image under ``data.root`` has a caption and decodes (the images are
+    read until the first that does)."""
+    if cfg.data.kind != "folder":
+        return
+    from collections import Counter
+
+    from flash_exp.data.folder import record_sample, scan_folder
+
+    try:
+        records = scan_folder(cfg.data.root)
+    except FileNotFoundError as err:
+        raise ConfigError("data.root", cfg.data.root, str(err).rpartition("' ")[2]) from None
+    reasons: Counter[str] = Counter()
+    for record in records:
+        sample, reason = record_sample(record, cfg.data.caption_key)
+        if sample is not None:
+            return
+        reasons[reason.split(" (", 1)[0]] += 1
+    found = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    raise ConfigError("data.root", cfg.data.root, f"no usable image among its {len(records)} ({found}): each "
+                                                  "needs a caption (README \"Your own data\") and must decode")
 
 
 def check_feature_module(cfg: TrainConfig, denoiser: nn.Module) -> None:
@@ -198,10 +263,13 @@ def check_feature_module(cfg: TrainConfig, denoiser: nn.Module) -> None:
 def check_against_pretrained(cfg: TrainConfig, directory: Path | str) -> None:
     """Every check of this module; raises :class:`ConfigError` naming the key."""
     directory = Path(directory)
+    check_data_root(cfg)
     check_lpips_weights(cfg)
     check_resolution(cfg, directory)
     check_k(cfg, directory)
     check_scheduler_names(cfg)
+    if uses_discriminator(cfg):
+        check_discriminator_fits(cfg, directory)
     denoiser = denoiser_on_meta(directory)
     if denoiser is not None:
         if uses_feature_module(cfg):
