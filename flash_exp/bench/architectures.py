@@ -10,6 +10,7 @@ with ``backbone.pretrained=<directory>``, the path every teacher takes. No downl
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ def _model_type(class_name: str) -> str:
             "T5EncoderModel": "t5"}[class_name]
 
 
+@functools.cache
 def parameter_count(spec: ModelSpec) -> int:
     """Parameters of ``spec``'s model, counted on the meta device (no memory, no weights)."""
     with torch.device("meta"):

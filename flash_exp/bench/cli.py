@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     full.add_argument("--resolution", type=int, default=None, help="pixels (default: each backbone's paper resolution)")
     full.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
     full.add_argument("--budget-s", type=float, default=None, help="skip the cases that would start after this")
+    full.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="a training-config override for every case (repeatable), e.g. "
+                           "backbone.discriminator.head=generic below the paper resolution")
     full.add_argument("--work-dir", type=Path, default=None, help="where the pipeline directories are written")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -105,7 +108,7 @@ def main_full_size(args: argparse.Namespace, device: torch.device, parser: argpa
     allowed = GPU_PRESETS if device.type == "cuda" else ("cpu",)
     if presets and any(p not in allowed for p in presets):
         parser.error(f"--presets: {args.presets!r}; allowed on this device: {', '.join(allowed)}")
-    cases = default_cases(device, backbones, args.resolution, args.batch_size, presets)
+    cases = default_cases(device, backbones, args.resolution, args.batch_size, presets, tuple(args.override))
     batches = 3 if args.batches is None else args.batches
     started = time.perf_counter()
     results = bench_full_size(cases, device, batches, args.warmup, args.work_dir, budget_s=args.budget_s)

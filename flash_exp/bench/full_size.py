@@ -61,6 +61,7 @@ class CaseResult:
     frozen_dtype: str = ""  # the preset's settings, which ``plan`` matches against a run's config
     gradient_checkpointing: bool = False
     offload_frozen: bool = False
+    allocated_before_gb: float = 0.0  # GPU memory still allocated when the case started (in its peaks)
     skipped: str | None = None  # why the case did not run (or stopped)
     note: str | None = None  # what differs from the published model (text encoders)
 
@@ -205,6 +206,7 @@ def run_case(case: Case, pretrained: Path, lpips_weights: Path, device: torch.de
             log(f"{case.backbone} {case.preset}: {reason}")
             result.skipped = reason
             return result
+        result.allocated_before_gb = torch.cuda.memory_allocated(device) / GB
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, CARD_BYTES[case.preset] / total), device)
     backbone = runner = None
@@ -250,6 +252,8 @@ def _free(device: torch.device) -> None:
 
 
 def cuda_free_bytes() -> float:
+    """Free GPU memory in bytes, after the caching allocator gave back what it holds unused."""
+    _free(torch.device("cuda"))
     return float(torch.cuda.mem_get_info()[0])
 
 
@@ -284,11 +288,12 @@ def bench_full_size(cases: list[Case], device: torch.device, batches: int = 3, w
 
 
 def default_cases(device: torch.device, backbones: list[str], resolution: int | None = None,
-                  batch_size: int | None = None, presets: list[str] | None = None) -> list[Case]:
+                  batch_size: int | None = None, presets: list[str] | None = None,
+                  overrides: tuple[str, ...] = ()) -> list[Case]:
     """Every backbone under every preset of ``presets`` (default: the GPU presets on a GPU, ``cpu`` on
     a CPU)."""
     presets = presets or (GPU_PRESETS if device.type == "cuda" else ("cpu",))
-    return [Case(b, p, resolution, batch_size) for b in backbones for p in presets]
+    return [Case(b, p, resolution, batch_size, overrides) for b in backbones for p in presets]
 
 
 def evaluation_throughput(device: torch.device, batch: int = 32, repeats: int = 3) -> list[dict]:
@@ -316,7 +321,7 @@ def _clip_rates(device: torch.device, batch: int, repeats: int) -> list[dict]:
     import open_clip
 
     with torch.device(device):
-        clip = open_clip.create_model("ViT-g-14", pretrained=None).eval()
+        clip = open_clip.create_model("ViT-g-14", pretrained=None, device=device).eval()
     pixels = torch.randn(batch, 3, 224, 224, device=device)
     tokens = torch.randint(0, 49408, (batch, 77), device=device)
     return [
