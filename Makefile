@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast eval toyworld toytasks lint bench ablation clean
+.PHONY: install train test test-fast eval toyworld toytasks lint bench bench-full ablation clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ toytasks: install
 
 bench: install
 	$(PY) -m flash_exp.bench $(ARGS)
+
+# The full-size backbones on one GPU (about 10 minutes on an H100): docs/benchmarks.md's full-size section
+bench-full: install
+	PY=$(PY) bash bench/full_size_gpu.sh $(ARGS)
 
 # The toy-world ablation grid of Fig. 5 (c-h), one sweep after the other on this machine, each job
 # trained then evaluated, then the leaderboard. ABLATION_ARGS shortens every job (60 steps, a tenth of

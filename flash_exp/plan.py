@@ -128,6 +128,30 @@ def measured_seconds_per_forward(path: Path = BENCHMARKS_FILE) -> tuple[float, f
     return slope, my - slope * mx, batch, str(bench.get("device", "CPU"))
 
 
+def measured_full_size(cfg: TrainConfig, gpu: str, path: Path | None = None) -> tuple[float, float, str] | None:
+    """(seconds per teacher evaluation of B samples, seconds per batch besides them, device) fitted on
+    the full-size bench's two start indices (``docs/benchmarks.json``'s ``full_size``) of this backbone,
+    resolution, batch, frozen dtype, checkpointing and offload on a GPU whose name contains ``gpu``;
+    None without such a measurement."""
+    try:
+        runs = json.loads((path or BENCHMARKS_FILE).read_text()).get("full_size", {})
+    except (OSError, ValueError):
+        return None
+    want = {"backbone": cfg.backbone.name, "resolution": cfg.backbone.resolution, "batch_size": cfg.data.batch_size,
+            "frozen_dtype": cfg.backbone.dtype, "gradient_checkpointing": cfg.backbone.gradient_checkpointing,
+            "offload_frozen": cfg.trainer.offload_frozen}
+    for device, run in runs.items():
+        if run.get("device_type") != "cuda" or gpu.lower() not in device.lower():
+            continue
+        for case in run.get("cases", []):
+            rows = case.get("rows", [])
+            if all(case.get(k) == v for k, v in want.items()) and len(rows) >= 2:
+                (x0, y0), (x1, y1) = [(float(r["teacher_evals"]), float(r["median_s"])) for r in rows[:2]]
+                slope = (y1 - y0) / (x1 - x0)
+                return slope, y0 - slope * x0, device
+    return None
+
+
 def seconds_per_batch(cfg: TrainConfig, forwards: float, gpu: str) -> tuple[float, str]:
     """Seconds of one data batch that runs ``forwards`` teacher-sized forwards, and where the figure
     comes from."""
@@ -139,6 +163,13 @@ def seconds_per_batch(cfg: TrainConfig, forwards: float, gpu: str) -> tuple[floa
         return (slope * forwards + rest) * scale, (
             f"measured: {slope:.4f} s per teacher forward of {batch} samples on {device} "
             f"(docs/benchmarks.json, its SD1.5-shaped bench model), scaled to batch {cfg.data.batch_size}")
+    full_size = None if on_cpu else measured_full_size(cfg, gpu)
+    if full_size is not None:
+        slope, rest, device = full_size
+        return slope * (forwards - STUDENT_FORWARDS) + rest, (
+            f"measured: {slope:.3f} s per teacher evaluation of {cfg.data.batch_size} samples + {rest:.2f} s per "
+            f"batch besides, {cfg.backbone.name} at {cfg.backbone.resolution} px on {device} "
+            f"(docs/benchmarks.json, the full-size bench)")
     flops, resolution = DENOISER_FLOPS.get(cfg.backbone.name, DENOISER_FLOPS[cfg.backbone.family])
     per_forward = flops * (cfg.backbone.resolution / resolution) ** 2 * cfg.data.batch_size
     rate = GPU_PEAK_FLOPS[gpu] * ASSUMED_UTILISATION

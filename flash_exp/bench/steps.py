@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import time
@@ -34,32 +35,46 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class StepRunner:
     """One training step of the distiller as training runs it, :meth:`FlashDistiller.train_step`
-    (generator update, then discriminator update), on a fixed batch with plain AdamW updates."""
+    (generator update, then discriminator update), on a fixed batch with plain AdamW updates.
 
-    def __init__(self, distiller: FlashDistiller, device: torch.device):
-        self.d, self.device = distiller, device
+    The batch: ``batch`` latents of shape ``latent_shape`` (C, h, w) drawn once, and the prompts encoded
+    once (as a latent cache holds them); ``autocast`` (e.g. bfloat16) runs the step under
+    ``torch.autocast``, as Lightning's ``bf16-mixed`` precision does."""
+
+    def __init__(self, distiller: FlashDistiller, device: torch.device, batch: int = BATCH,
+                 latent_shape: tuple[int, int, int] = (4, 16, 16), autocast: torch.dtype | None = None,
+                 optim: OptimConfig | None = None):
+        self.d, self.device, self.autocast = distiller, device, autocast
         b = distiller.backbone
-        self.optimizers = [torch.optim.AdamW(params, lr=1e-5) for params, _, _ in distiller.optimizer_groups(OptimConfig())]
+        optim = optim or OptimConfig()
+        self.optimizers = [torch.optim.AdamW(params, lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+                           for params, lr, _ in distiller.optimizer_groups(optim)]
         g = torch.Generator().manual_seed(0)
-        self.z = torch.randn(BATCH, 4, 16, 16, generator=g).to(device)
-        prompts = [f"a {c} circle on a black background" for c in ("red", "green", "blue", "yellow")]
+        self.z = torch.randn(batch, *latent_shape, generator=g).to(device)
+        colours = ("red", "green", "blue", "yellow")
+        prompts = [f"a {colours[i % 4]} circle on a black background" for i in range(batch)]
         self.cond = b.encode_prompts(prompts)
-        self.null = b.null_condition(BATCH)
+        self.null = b.null_condition(batch)
         self.generator = torch.Generator().manual_seed(1)
+        self.losses: dict[int, float] = {}  # the last step's loss per optimiser (0: student, 1: discriminator)
 
     def update(self, index: int, loss: torch.Tensor, logs: dict[str, float]) -> None:
         """Back-propagate ``loss`` into optimiser ``index`` (0: student, 1: discriminator) and step it."""
+        self.losses[index] = float(loss.detach())
         opt = self.optimizers[index]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def __call__(self, step: int) -> None:
-        self.d.train_step(self.z, self.cond, self.null, step, self.generator, self.update)
+        context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+                   else contextlib.nullcontext())
+        with context:
+            self.d.train_step(self.z, self.cond, self.null, step, self.generator, self.update)
 
 
 def time_steps(label: str, run: Callable[[int], None], backbone, step: int, batches: int, warmup: int,
-               device: torch.device) -> Timing:
+               device: torch.device, batch: int = BATCH) -> Timing:
     """Run ``run(step)`` ``warmup`` times, then time ``batches`` runs and count the denoiser's calls."""
     for _ in range(warmup):
         run(step)
@@ -75,6 +90,6 @@ def time_steps(label: str, run: Callable[[int], None], backbone, step: int, batc
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    n = batches * BATCH
+    n = batches * batch
     return Timing(label, statistics.median(times), min(times), backbone.teacher_samples / n,
                   backbone.student_samples / n, peak_memory_mb(device))
