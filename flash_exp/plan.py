@@ -152,9 +152,9 @@ def measured_full_size(cfg: TrainConfig, gpu: str, path: Path | None = None) -> 
     return None
 
 
-def seconds_per_batch(cfg: TrainConfig, forwards: float, gpu: str) -> tuple[float, str]:
-    """Seconds of one data batch that runs ``forwards`` teacher-sized forwards, and where the figure
-    comes from."""
+def seconds_per_batch(cfg: TrainConfig, forwards: float, teacher_evals: float, gpu: str) -> tuple[float, str]:
+    """Seconds of one data batch that runs ``forwards`` denoiser-sized passes, ``teacher_evals`` of them
+    teacher evaluations (what the full-size bench's line is fitted on), and where the figure comes from."""
     on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not _has_cuda())
     measured = measured_seconds_per_forward()
     if cfg.backbone.name == "toy" and on_cpu and measured is not None:
@@ -166,7 +166,7 @@ def seconds_per_batch(cfg: TrainConfig, forwards: float, gpu: str) -> tuple[floa
     full_size = None if on_cpu else measured_full_size(cfg, gpu)
     if full_size is not None:
         slope, rest, device = full_size
-        return slope * (forwards - STUDENT_FORWARDS) + rest, (
+        return slope * teacher_evals + rest, (
             f"measured: {slope:.3f} s per teacher evaluation of {cfg.data.batch_size} samples + {rest:.2f} s per "
             f"batch besides, {cfg.backbone.name} at {cfg.backbone.resolution} px on {device} "
             f"(docs/benchmarks.json, the full-size bench)")
@@ -188,7 +188,8 @@ def plan_job(overrides: list[str], cfg: TrainConfig, gpu: str) -> JobPlan:
     phases = phase_costs(cfg)
     batches = sum(p.batches for p in phases) or 1
     mean_forwards = sum(p.forwards * p.batches for p in phases) / batches
-    seconds, source = seconds_per_batch(cfg, mean_forwards, gpu)
+    mean_teacher_evals = sum(p.teacher_evals * p.batches for p in phases) / batches
+    seconds, source = seconds_per_batch(cfg, mean_forwards, mean_teacher_evals, gpu)
     return JobPlan(overrides, cfg, phases, seconds, cfg.trainer.devices * cfg.trainer.num_nodes, source)
 
 

@@ -108,10 +108,10 @@ def test_plan_reads_a_measured_gpu_run(tmp_path, monkeypatch):
     bench.write_text(json.dumps({"full_size": {"NVIDIA H100 80GB HBM3": {"device_type": "cuda", "cases": [case]}}}))
     monkeypatch.setattr(plan_module, "BENCHMARKS_FILE", bench)
     slope, rest = (2.0 - 1.5) / (68 - 48), 2.0 - 68 * (2.0 - 1.5) / (68 - 48)
-    seconds, source = plan_module.seconds_per_batch(cfg, 40.0 + plan_module.STUDENT_FORWARDS, "h100")
+    seconds, source = plan_module.seconds_per_batch(cfg, 60.0, 40.0, "h100")
     assert seconds == pytest.approx(slope * 40 + rest)
     assert source.startswith("measured") and "NVIDIA H100 80GB HBM3" in source
-    _, estimate = plan_module.seconds_per_batch(cfg, 40.0, "a100")  # no A100 run: the FLOP estimate
+    _, estimate = plan_module.seconds_per_batch(cfg, 60.0, 40.0, "a100")  # no A100 run: the FLOP estimate
     assert estimate.startswith("FLOP-based estimate")
 
 
