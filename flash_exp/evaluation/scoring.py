@@ -92,12 +92,17 @@ class Scorer:
             self._inception = load_inception(self.settings.inception, self.device, self.cache_dir)
         return self._inception
 
+    def benchmark_config(self, name: str) -> BenchmarkConfig:
+        """The typed benchmark ``name`` with its ``eval.options`` (nothing loaded)."""
+        directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
+        overrides = self.settings.eval.options.get(name)
+        return load_benchmark(name, directory, dict(overrides) if overrides else None)
+
     def prepare(self, name: str) -> PreparedBenchmark:
         """Load benchmark ``name``: prompt set, FID extractor, CLIP model (weights checked, not loaded)."""
         if name not in self._benchmarks:
-            directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
-            overrides = self.settings.eval.options.get(name)
-            cfg = load_benchmark(name, directory, dict(overrides) if overrides else None)
+            cfg = self.benchmark_config(name)
+            self.check_metrics(cfg)
             prompt_set = build_prompt_set(cfg, Path(self.settings.coco_root).expanduser(), self.cache_dir)
             extractor = self._extractor(cfg)
             clip = self._clip(cfg.clip.model, cfg.clip.pretrained)
@@ -116,15 +121,22 @@ class Scorer:
                                                        metrics)
         return self._benchmarks[name]
 
+    def check_metrics(self, cfg: BenchmarkConfig) -> None:
+        """Raise :class:`~flash_exp.metrics.registry.MetricUnavailable` when a package or the weights of one
+        of the benchmark's optional metrics are missing (nothing is loaded)."""
+        for name in cfg.metrics:
+            metric = METRICS[name]
+            weights = self.settings.metric_weights.get(metric.weights) if metric.weights else None
+            metric.check_available(weights, dict(cfg.metric_options.get(name) or {}))
+
     def _metrics(self, cfg: BenchmarkConfig, prompt_set: PromptSet,
                  reference: dict[str, Any]) -> dict[str, MetricScorer]:
-        """The benchmark's optional metrics, each checked (package, weights) and built (models load on first use)."""
+        """The benchmark's optional metrics, built (their models load on first use)."""
         out = {}
         for name in cfg.metrics:
             metric = METRICS[name]
             weights = self.settings.metric_weights.get(metric.weights) if metric.weights else None
             options = dict(cfg.metric_options.get(name) or {})
-            metric.check_available(weights, options)
             out[name] = metric.load(MetricContext(weights, self.device, self.cache_dir, options,
                                                   list(prompt_set.reference_files),
                                                   {"benchmark": cfg.name, "reference": reference}))

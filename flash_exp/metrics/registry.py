@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,13 +155,6 @@ DIVERSITY = DiversityMetric(
 METRICS: dict[str, Metric] = {m.name: m for m in (CMMD, FD_DINOV2, DIVERSITY)}
 
 
-def register(metric: Metric) -> None:
-    """Add ``metric`` to :data:`METRICS` (a name may be registered once)."""
-    if metric.name in METRICS:
-        raise ValueError(f"metric {metric.name!r} is registered already")
-    METRICS[metric.name] = metric
-
-
 def directions() -> dict[str, str]:
     """Every result key an evaluation can write -> ``"higher"`` or ``"lower"`` is better."""
     out = dict(BUILTIN_DIRECTIONS)
@@ -183,5 +175,3 @@ def arrow(key: str) -> str:
         raise ValueError(f"metric={key!r}, allowed: {', '.join(sorted(known))}")
     return "↓" if known[key] == LOWER else "↑"
 
-
-BuildFunction = Callable[[Metric, MetricContext], MetricScorer]
