@@ -283,3 +283,19 @@ def test_every_score_has_a_direction_and_the_leaderboard_shows_it(tmp_path):
 
     cells = row_cells(table.rows[0], optional=optional_columns(table))
     assert cells[columns.index("CMMD ↓")] == "0.7000" and cells[columns.index("FD-DINOv2 ↓")] == "400.0000"
+
+
+def test_prefetch_lists_the_weights_of_the_modern_metrics():
+    from flash_exp.config import compose_train_config
+    from flash_exp.prefetch.listing import plan
+
+    items, coco = plan(compose_train_config(["backbone=sd15", "eval=modern"]))
+    listed = [(i.what, i.name) for i in items]
+    assert ("cmmd", "openai/clip-vit-large-patch14-336") in listed
+    assert ("fd_dinov2", "facebook/dinov2-large") in listed
+    assert ("diversity (torchvision)", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth") in listed
+    assert coco == ["coco2017_5k_modern", "coco2014_30k", "coco2017_diversity"]
+    cmmd = next(i for i in items if i.what == "cmmd")
+    assert cmmd.env(Path("/c"), Path("/c/huggingface/hub/x")) == {"FLASH_EXP_CMMD_WEIGHTS": "$FLASH_EXP_CACHE/huggingface/hub/x"}
+    toy, _ = plan(compose_train_config(["backbone=sd15"]))
+    assert not any("torchvision)" in i.what or i.what in ("cmmd", "fd_dinov2") for i in toy)

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from flash_exp.metrics.images import CenterCropResize
-from flash_exp.metrics.registry import DEFAULT_LPIPS_NET, Metric, MetricContext, MetricScorer, ScoreInput
-
-# torchvision's ImageNet weights each lpips network loads (torch.hub checkpoints)
-LPIPS_BACKBONES = {"alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-                   "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
-                   "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"}
+from flash_exp.metrics.registry import (
+    DEFAULT_LPIPS_NET,
+    LPIPS_BACKBONES,
+    Metric,
+    MetricContext,
+    MetricScorer,
+    ScoreInput,
+)
 
 
 def vendi_score(features: np.ndarray) -> float:
@@ -62,7 +64,8 @@ def missing_lpips_weights(net: str) -> str | None:
     if path.is_file():
         return None
     return (f"LPIPS needs torchvision's {net} weights at {path}, which does not exist; nothing is downloaded "
-            f"at run time. Download {url} there (or set TORCH_HOME), or set diversity.lpips_net: null")
+            f"at run time. Download {url} there (python -m flash_exp.prefetch, or set TORCH_HOME), or set "
+            f"metric_options.diversity.lpips_net: null")
 
 
 def load_images(files: list[Path], eval_res: int) -> torch.Tensor:

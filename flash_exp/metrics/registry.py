@@ -47,6 +47,12 @@ class Metric:
     pinned: dict[str, Any]
     build: str
     needs_groups: bool = False  # needs images_per_prompt >= 2
+    hub_repo: str | None = None  # where ``prefetch`` fetches the weights from (hugging face hub)
+    weights_env: str | None = None  # the variable of offline.env that points metric_weights at them
+
+    def torch_checkpoints(self, options: dict[str, Any] | None = None) -> list[str]:
+        """URLs of the torchvision checkpoints (``torch.hub`` cache) the metric loads with ``options``."""
+        return []
 
     def check_available(self, weights: str | None, options: dict[str, Any] | None = None) -> None:
         """Raise :class:`MetricUnavailable` naming what to install or fetch when the package or the
@@ -111,6 +117,7 @@ class MetricScorer:
 CMMD = Metric(
     "cmmd", {"cmmd": LOWER}, package=None, extra="modern", weights="cmmd",
     fetch="hf download openai/clip-vit-large-patch14-336 --local-dir weights/clip-vit-large-patch14-336",
+    hub_repo="openai/clip-vit-large-patch14-336", weights_env="FLASH_EXP_CMMD_WEIGHTS",
     pinned={"model": "openai/clip-vit-large-patch14-336", "library": "transformers CLIPVisionModelWithProjection",
             "input_size": 336, "embedding": "image_embeds, L2-normalised",
             "kernel": "gaussian rbf exp(-|x-y|^2 / (2 sigma^2)), sigma 10", "scale": 1000,
@@ -119,16 +126,25 @@ CMMD = Metric(
 FD_DINOV2 = Metric(
     "fd_dinov2", {"fd_dinov2": LOWER}, package=None, extra="modern", weights="fd_dinov2",
     fetch="hf download facebook/dinov2-large --local-dir weights/dinov2-large",
+    hub_repo="facebook/dinov2-large", weights_env="FLASH_EXP_DINOV2_WEIGHTS",
     pinned={"model": "facebook/dinov2-large", "library": "transformers Dinov2Model", "input_size": 224,
             "features": "pooler_output: the final-layernormed CLS token (dgm-eval's DINOv2 encoder)",
             "normalisation": "ImageNet mean/std", "distance": "clean-fid frechet_distance"},
     build="flash_exp.metrics.dinov2:build")
 DEFAULT_LPIPS_NET = "alex"
+# torchvision's ImageNet weights each lpips network loads (torch.hub checkpoints)
+LPIPS_BACKBONES = {"alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                   "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
+                   "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"}
 
 
 class DiversityMetric(Metric):
     """Vendi always; pairwise LPIPS when the benchmark's ``diversity.lpips_net`` is set (alex | vgg | squeeze),
     which needs the ``lpips`` package and torchvision's ImageNet weights of that network."""
+
+    def torch_checkpoints(self, options: dict[str, Any] | None = None) -> list[str]:
+        net = (options or {}).get("lpips_net", DEFAULT_LPIPS_NET)
+        return [] if net is None or net not in LPIPS_BACKBONES else [LPIPS_BACKBONES[net]]
 
     def check_available(self, weights: str | None, options: dict[str, Any] | None = None) -> None:
         net = (options or {}).get("lpips_net", DEFAULT_LPIPS_NET)
