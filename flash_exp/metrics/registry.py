@@ -116,7 +116,8 @@ class MetricScorer:
 
 CMMD = Metric(
     "cmmd", {"cmmd": LOWER}, package=None, extra="modern", weights="cmmd",
-    fetch="hf download openai/clip-vit-large-patch14-336 --local-dir weights/clip-vit-large-patch14-336",
+    fetch=("python -m flash_exp.prefetch eval=modern fetches them, or: hf download "
+           "openai/clip-vit-large-patch14-336 --local-dir weights/clip-vit-large-patch14-336"),
     hub_repo="openai/clip-vit-large-patch14-336", weights_env="FLASH_EXP_CMMD_WEIGHTS",
     pinned={"model": "openai/clip-vit-large-patch14-336", "library": "transformers CLIPVisionModelWithProjection",
             "input_size": 336, "embedding": "image_embeds, L2-normalised",
@@ -125,7 +126,8 @@ CMMD = Metric(
     build="flash_exp.metrics.cmmd:build")
 FD_DINOV2 = Metric(
     "fd_dinov2", {"fd_dinov2": LOWER}, package=None, extra="modern", weights="fd_dinov2",
-    fetch="hf download facebook/dinov2-large --local-dir weights/dinov2-large",
+    fetch=("python -m flash_exp.prefetch eval=modern fetches them, or: hf download facebook/dinov2-large "
+           "--local-dir weights/dinov2-large"),
     hub_repo="facebook/dinov2-large", weights_env="FLASH_EXP_DINOV2_WEIGHTS",
     pinned={"model": "facebook/dinov2-large", "library": "transformers Dinov2Model", "input_size": 224,
             "features": "pooler_output: the final-layernormed CLS token (dgm-eval's DINOv2 encoder)",
