@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from flash_exp.backbones.lora_files import LoraLoadError
 from flash_exp.config import ConfigError
 from flash_exp.evaluation import EvaluateConfig, evaluate, register_configs
+from flash_exp.metrics.registry import MetricUnavailable
 
 register_configs()
 
@@ -32,7 +33,7 @@ def main(cfg: DictConfig) -> None:
     try:
         settings: EvaluateConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         code = evaluate(settings)
-    except (ConfigError, FileNotFoundError, LoraLoadError) as err:
+    except (ConfigError, FileNotFoundError, LoraLoadError, MetricUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

@@ -37,7 +37,7 @@ def settings(overrides: list[str]) -> EvaluateConfig:
 def toy_overrides(tmp_path: Path, toy_clip_dir: Path, toy_shards: list[str], count: int = 8) -> list[str]:
     return [f"cache_dir={tmp_path / 'cache'}", "device=cpu", "batch_size=4", "eval=toy",
             f"toy_clip_dir={toy_clip_dir}", f"+eval.options.toy.num_images={count}",
-            f"+eval.options.toy.toy.shards=[{','.join(toy_shards)}]"]
+            f"+eval.options.toy.toy.shards=[{','.join(toy_shards)}]", "eval.benchmarks=[toy]"]
 
 
 class Interrupting:
@@ -92,7 +92,7 @@ def test_evaluate_config_yaml_matches_the_schema_defaults():
     composed = OmegaConf.to_container(compose_evaluate(["run_dir=x"]), resolve=True)
     schema = OmegaConf.to_container(OmegaConf.structured(EvaluateConfig(run_dir="x")), resolve=True)
     assert composed == schema
-    assert composed["eval"]["benchmarks"] == ["toy"] and composed["student_nfe"] == [1, 2, 4]
+    assert composed["eval"]["benchmarks"] == ["toy", "toy_diversity"] and composed["student_nfe"] == [1, 2, 4]
 
 
 def test_toy_benchmark_end_to_end_in_process(tiny_run, toy_clip_dir, toy_shards, tmp_path):

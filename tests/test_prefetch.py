@@ -188,7 +188,7 @@ def test_train_and_evaluate_offline_from_the_prefetched_cache(tmp_path, tiny_sd_
     train = [sys.executable, "-m", "flash_exp.train", *train_args, f"hydra.run.dir={run}"]
     evaluate = [sys.executable, "-m", "flash_exp.evaluate", f"run_dir={run}", "device=cpu", "batch_size=4",
                 "student_nfe=[1]", "teacher_nfe=[]", "teacher_full=false", f"cache_dir={tmp_path / 'eval'}",
-                "+eval.options.toy.num_images=8", f"+eval.options.toy.toy.shards=[{','.join(write_toy_shards(tmp_path / 'toy'))}]"]
+                "eval.benchmarks=[toy]", "+eval.options.toy.num_images=8", f"+eval.options.toy.toy.shards=[{','.join(write_toy_shards(tmp_path / 'toy'))}]"]
     for command in (train, evaluate):
         script = f"source {cache / 'offline.env'} && exec " + " ".join(f"'{a}'" for a in command)
         done = subprocess.run([*_network_off(), "bash", "-c", script], cwd=REPO, capture_output=True, text=True,

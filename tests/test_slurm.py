@@ -86,7 +86,8 @@ def tiny_evaluation(clip_dir: Path, heldout: list[str], cache: Path) -> list[str
     return ["eval.after_train=true", "+eval.settings.device=cpu", "+eval.settings.batch_size=4",
             "+eval.settings.student_nfe=[1]", "+eval.settings.teacher_nfe=[]", "+eval.settings.teacher_full=false",
             f"+eval.settings.toy_clip_dir={clip_dir}", f"+eval.settings.cache_dir={cache}",
-            "+eval.options.toy.num_images=4", f"+eval.options.toy.toy.shards=[{','.join(heldout)}]"]
+            "+eval.options.toy.num_images=4", f"+eval.options.toy.toy.shards=[{','.join(heldout)}]",
+            "eval.benchmarks=[toy]"]
 
 
 def sweep_command(sweep: Path, overrides: list[str]) -> list[str]:

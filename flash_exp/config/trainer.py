@@ -116,7 +116,7 @@ class LoggerConfig:
 class EvalConfig:
     """Which benchmarks to score after training (``after_train``) and by ``make eval``."""
 
-    benchmarks: list[str] = field(default_factory=lambda: ["toy"])
+    benchmarks: list[str] = field(default_factory=lambda: ["toy", "toy_diversity"])
     draws: int = 1  # disjoint draws of each benchmark (other noise; other prompts where the pool allows)
     after_train: bool = False
     options: dict[str, Any] = field(default_factory=dict)

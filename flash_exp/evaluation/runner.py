@@ -35,6 +35,8 @@ def evaluate(settings: EvaluateConfig) -> int:
     """
     scorer = Scorer(settings)
     benchmarks = list(settings.eval.benchmarks)
+    for name in benchmarks:  # every metric's package and weights, before any benchmark loads a model
+        scorer.check_metrics(scorer.benchmark_config(name))
     for name in benchmarks:
         scorer.prepare(name)
     if settings.run_dir is not None:

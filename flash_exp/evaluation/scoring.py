@@ -1,8 +1,10 @@
 """The scoring models of an evaluation, loaded once: prompt sets, FID extractors, CLIP models, LPIPS.
 
 A :class:`Scorer` prepares each benchmark of ``eval.benchmarks`` (its prompt set and draws, feature
-extractor, CLIP model and protocol spec), keeps the reference features, and scores a list of PNG
-files: FID, KID, precision/recall/density/coverage on the benchmark's features, and the CLIP score.
+extractor, CLIP model, optional metrics and protocol spec), keeps the reference features, and scores a
+list of PNG files: FID, KID, precision/recall/density/coverage on the benchmark's features, the CLIP
+score, and the benchmark's optional ``metrics`` (:mod:`flash_exp.metrics.registry`), whose packages
+and weights are checked when the benchmark is prepared, before any image is generated.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from flash_exp.metrics.precision_recall import (
     precision_recall_density_coverage,
 )
 from flash_exp.metrics.prompts import PromptSet
+from flash_exp.metrics.registry import METRICS, MetricContext, MetricScorer, ScoreInput
 from flash_exp.metrics.restoration import optional_lpips
 from flash_exp.metrics.spec import ScoreSettings, protocol_spec
 
@@ -51,7 +54,8 @@ class PreparedBenchmark:
     clip: ClipModel
     protocol: dict[str, Any]
     scores: ScoreSettings
-    draws: list[tuple[int, list[str]]]
+    draws: list[tuple[int, list[str]]]  # each prompt repeated images_per_prompt times in a row
+    metrics: dict[str, MetricScorer]
     reference: ReferenceFeatures | None = None
     reference_radii: np.ndarray | None = None
 
@@ -88,24 +92,55 @@ class Scorer:
             self._inception = load_inception(self.settings.inception, self.device, self.cache_dir)
         return self._inception
 
+    def benchmark_config(self, name: str) -> BenchmarkConfig:
+        """The typed benchmark ``name`` with its ``eval.options`` (nothing loaded)."""
+        directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
+        overrides = self.settings.eval.options.get(name)
+        return load_benchmark(name, directory, dict(overrides) if overrides else None)
+
     def prepare(self, name: str) -> PreparedBenchmark:
         """Load benchmark ``name``: prompt set, FID extractor, CLIP model (weights checked, not loaded)."""
         if name not in self._benchmarks:
-            directory = Path(self.settings.benchmarks_dir) if self.settings.benchmarks_dir else BENCHMARKS_DIR
-            overrides = self.settings.eval.options.get(name)
-            cfg = load_benchmark(name, directory, dict(overrides) if overrides else None)
+            cfg = self.benchmark_config(name)
+            self.check_metrics(cfg)
             prompt_set = build_prompt_set(cfg, Path(self.settings.coco_root).expanduser(), self.cache_dir)
             extractor = self._extractor(cfg)
             clip = self._clip(cfg.clip.model, cfg.clip.pretrained)
             reference = {"count": len(prompt_set.reference_files), "sha256": prompt_set.reference_hash(),
                          "source": prompt_set.provenance.get("reference", "all")}
             scores = self.score_settings(cfg)
-            draws = prompt_set.draw_prompts(scores.draws)
+            n = cfg.images_per_prompt
+            draws = [(offset, [p for p in prompts for _ in range(n)])
+                     for offset, prompts in prompt_set.draw_prompts(scores.draws)]
+            metrics = self._metrics(cfg, prompt_set, reference)
             protocol = protocol_spec(cfg.name, prompt_set.prompt_hash, len(prompt_set.prompts), cfg.eval_res,
                                      cfg.seed, extractor.describe(), reference, clip.describe(),
-                                     cfg.clip.photo_prefix, scores, [prompt_set_hash(p) for _, p in draws])
-            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol, scores, draws)
+                                     cfg.clip.photo_prefix, scores, [prompt_set_hash(p) for _, p in draws], n,
+                                     {m: scorer.describe() for m, scorer in metrics.items()})
+            self._benchmarks[name] = PreparedBenchmark(cfg, prompt_set, extractor, clip, protocol, scores, draws,
+                                                       metrics)
         return self._benchmarks[name]
+
+    def check_metrics(self, cfg: BenchmarkConfig) -> None:
+        """Raise :class:`~flash_exp.metrics.registry.MetricUnavailable` when a package or the weights of one
+        of the benchmark's optional metrics are missing (nothing is loaded)."""
+        for name in cfg.metrics:
+            metric = METRICS[name]
+            weights = self.settings.metric_weights.get(metric.weights) if metric.weights else None
+            metric.check_available(weights, dict(cfg.metric_options.get(name) or {}))
+
+    def _metrics(self, cfg: BenchmarkConfig, prompt_set: PromptSet,
+                 reference: dict[str, Any]) -> dict[str, MetricScorer]:
+        """The benchmark's optional metrics, built (their models load on first use)."""
+        out = {}
+        for name in cfg.metrics:
+            metric = METRICS[name]
+            weights = self.settings.metric_weights.get(metric.weights) if metric.weights else None
+            options = dict(cfg.metric_options.get(name) or {})
+            out[name] = metric.load(MetricContext(weights, self.device, self.cache_dir, options,
+                                                  list(prompt_set.reference_files),
+                                                  {"benchmark": cfg.name, "reference": reference}))
+        return out
 
     def score_settings(self, cfg: BenchmarkConfig) -> ScoreSettings:
         """``eval.draws`` and the benchmark's KID and precision/recall settings."""
@@ -127,8 +162,9 @@ class Scorer:
               reference: ReferenceFeatures | None = None, draw: int = 0) -> dict[str, float]:
         """Scores of ``files`` (generated from ``prompts``, in order) as draw ``draw``: FID, KID and its
         standard deviation over subsets, precision/recall/density/coverage against the reference
-        features (None when either set has at most ``nearest_k`` images), the mean CLIP score, and the
-        wall time of the feature scores and of CLIP in seconds. ``reference`` defaults to the
+        features (None when either set has at most ``nearest_k`` images), the mean CLIP score, the
+        benchmark's optional metrics, and the wall time of the feature scores, of CLIP and of the
+        optional metrics in seconds. ``reference`` defaults to the
         benchmark's (a conditional task brings its ground truth)."""
         cfg, s, k = bench.config, self.settings, bench.scores
         if reference is None:
@@ -146,8 +182,15 @@ class Scorer:
             prdc = dict.fromkeys(PRDC_SCORES)
         mid = time.perf_counter()
         clip = clip_scores(files, prompts, bench.clip, cfg.eval_res, cfg.clip.photo_prefix, s.batch_size)
+        clip_end = time.perf_counter()
+        batch = ScoreInput(list(files), list(prompts), cfg.images_per_prompt, cfg.eval_res, s.batch_size,
+                           s.num_workers, feats)
+        optional: dict[str, float | None] = {}
+        for metric in bench.metrics.values():
+            optional.update(metric.score(batch))
         return {"fid": fid, "kid": kid.mean, "kid_std": kid.std, **prdc, "clip_score": float(np.mean(clip)),
-                "fid_s": mid - start, "clip_s": time.perf_counter() - mid}
+                **optional, "fid_s": mid - start, "clip_s": clip_end - mid,
+                "metrics_s": time.perf_counter() - clip_end}
 
     def lpips(self) -> torch.nn.Module | None:
         """torchmetrics' LPIPS when the VGG16 weights are on this machine (built once), else None

@@ -33,6 +33,11 @@ class EvaluateConfig:
         "ViT-g-14": "${oc.env:FLASH_EXP_CLIP_WEIGHTS,weights/CLIP-ViT-g-14-laion2B-s12B-b42K/open_clip_pytorch_model.bin}",
     })
     toy_clip_dir: str | None = None  # default: the shipped toy-world assets
+    # local weights of the optional metrics (metrics.registry: Metric.weights -> a path)
+    metric_weights: dict[str, str] = field(default_factory=lambda: {
+        "cmmd": "${oc.env:FLASH_EXP_CMMD_WEIGHTS,weights/clip-vit-large-patch14-336}",
+        "fd_dinov2": "${oc.env:FLASH_EXP_DINOV2_WEIGHTS,weights/dinov2-large}",
+    })
 
     def __post_init__(self) -> None:
         if (self.run_dir is None) == (self.runs_dir is None):

@@ -91,6 +91,10 @@ def score_task_run(scorer: Scorer, run_dir: Path) -> list[dict[str, Any]]:
     results = []
     for name in s.eval.benchmarks:
         bench = scorer.prepare(name)
+        if bench.config.images_per_prompt > 1 or bench.metrics:
+            log.info("%s: %s skipped: a conditional task is scored on its conditions' ground truth, without "
+                     "images_per_prompt or optional metrics", run_dir, name)
+            continue
         batch = held_out_conditions(cfg, bench.config.num_images, seed=bench.config.seed)
         captions = list(batch["captions"])
         truth_dir = Path(run_dir) / EVAL_DIR / name / "ground_truth"

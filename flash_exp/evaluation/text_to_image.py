@@ -1,6 +1,7 @@
 """A text-to-image run: each benchmark's prompts sampled by the student and the teacher, then scored.
 
-Each benchmark x sampler setting is scored over ``eval.draws`` draws (draw ``d``'s images in
+Each benchmark x sampler setting is scored over ``eval.draws`` draws (``images_per_prompt`` images of
+each prompt, each from its own noise) (draw ``d``'s images in
 ``<setting>/draw<d>/``, each draw resumable on its own); the result holds each draw's scores, their
 mean and spread, and a gallery of draw 0's first images. Teacher baselines do not depend on the run:
 they are computed once per teacher under ``<cache_dir>/teachers`` and copied (gallery included) into
@@ -79,7 +80,7 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
     directory = shared if shared is not None else images_dir(run_dir, name, setting.name)
     claim(directory, {"spec_hash": digest, "model": model})
     start = time.perf_counter()
-    draws, scored, generated, seconds = [], [], 0, {"generation": 0.0, "fid": 0.0, "clip": 0.0}
+    draws, scored, generated, seconds = [], [], 0, {"generation": 0.0, "fid": 0.0, "clip": 0.0, "metrics": 0.0}
     for d, (offset, prompts) in enumerate(bench.draws):
         report = generate_images(pipeline, prompts, directory / f"draw{d}", setting,
                                  image_noise_seeds(bench.config.seed, d, range(len(prompts))), resolution,
@@ -93,7 +94,8 @@ def score_t2i_setting(scorer: Scorer, run_dir: Path, bench: PreparedBenchmark, s
                 copy_gallery(report.files, shared / GALLERY_DIR)
         draws.append(draw_record(d, offset, prompts, scores))
         generated += report.generated
-        for key, value in (("generation", report.seconds), ("fid", scores["fid_s"]), ("clip", scores["clip_s"])):
+        for key, value in (("generation", report.seconds), ("fid", scores["fid_s"]), ("clip", scores["clip_s"]),
+                           ("metrics", scores["metrics_s"])):
             seconds[key] += value
         scored.extend(report.files)
     result = {

@@ -10,6 +10,11 @@ from typing import Any
 
 from flash_exp.leaderboard.anchors import Anchor
 from flash_exp.leaderboard.tables import Row, Table, job_order, swept_axes
+from flash_exp.metrics.registry import optional_scores
+from flash_exp.metrics.statistics import arrow
+
+# column names of the optional metrics' scores (the result key where none is given)
+SCORE_LABELS = {"cmmd": "CMMD", "fd_dinov2": "FD-DINOv2", "vendi": "Vendi", "lpips_diversity": "LPIPS diversity"}
 
 
 def sweep_summary(table: Table, sweep: str) -> tuple[list[str], list[list[str]]]:
@@ -95,10 +100,17 @@ def metric_present(table: Table, metric: str) -> bool:
     return any(r.metrics.get(metric) is not None for r in table.rows)
 
 
+def optional_columns(table: Table) -> list[str]:
+    """The optional metrics' scores present in ``table`` (metrics.registry order)."""
+    return [key for key in optional_scores() if metric_present(table, key)]
+
+
 def table_columns(table: Table) -> list[str]:
-    extra = ["KID ↓"] if metric_present(table, "kid") else []
-    return ["rank", "model", "sampler", "train steps", "NFE", "CFG", "FID ↓", "FID 95 % interval", "CLIP ↑",
-            "recall ↑", *extra, *restoration_columns(table), "seeds", "images", "spec"]
+    extra = [f"KID {arrow('kid')}"] if metric_present(table, "kid") else []
+    optional = [f"{SCORE_LABELS.get(k, k)} {arrow(k)}" for k in optional_columns(table)]
+    return ["rank", "model", "sampler", "train steps", "NFE", "CFG", f"FID {arrow('fid')}", "FID 95 % interval",
+            f"CLIP {arrow('clip_score')}", f"recall {arrow('recall')}", *extra, *optional,
+            *restoration_columns(table), "seeds", "images", "spec"]
 
 
 def spread_cell(row: Row, metric: str, digits: int, link: str) -> str:
@@ -119,13 +131,16 @@ def _score(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def row_cells(row: Row, restoration: Sequence[str] = (), kid: bool = False, link: str = "single-seed") -> list[str]:
+def row_cells(row: Row, restoration: Sequence[str] = (), kid: bool = False, link: str = "single-seed",
+              optional: Sequence[str] = ()) -> list[str]:
+    """The cells of ``row`` under :func:`table_columns`; ``optional``: :func:`optional_columns` of its table."""
     scores = ["-" if row.restoration.get(n) is None else f"{row.restoration[n]:.4f}" for n in restoration]
     rank = f"{row.rank}/{row.of}" if row.of > 1 else "-"  # nothing comparable to rank against
     seeds = f"{len(row.runs)} ({','.join(str(s) for s in row.seeds)})" if row.sampler == "student" else "-"
     return [rank, row.label, row.sampler, "-" if row.steps is None else str(row.steps), str(row.nfe),
             f"{row.guidance:g}", f"{row.fid:.3f}", spread_cell(row, "fid", 3, link), f"{row.clip:.4f}",
-            _score(row.metrics.get("recall"), 3), *([_score(row.metrics.get("kid"), 4)] if kid else []), *scores,
+            _score(row.metrics.get("recall"), 3), *([_score(row.metrics.get("kid"), 4)] if kid else []),
+            *(_score(row.metrics.get(k), 4) for k in optional), *scores,
             seeds, str(row.num_images), row.spec_hash[:12]]
 
 

@@ -21,6 +21,7 @@ from flash_exp.leaderboard.cells import (
     anchor_cells,
     benchmarks,
     metric_present,
+    optional_columns,
     protocol_line,
     restoration_columns,
     row_cells,
@@ -90,7 +91,8 @@ def render_html(tables: Sequence[Table], anchors: Sequence[Anchor], statuses: Se
         for table in (t for t in tables if t.benchmark == bench):
             parts.append(f"<p class='protocol'>Protocol: "
                          f"{html.escape(protocol_line(table.protocol, table.protocol_hash))}</p>")
-            cells = (row_cells(r, restoration_columns(table), metric_present(table, "kid")) for r in table.rows)
+            cells = (row_cells(r, restoration_columns(table), metric_present(table, "kid"),
+                               optional=optional_columns(table)) for r in table.rows)
             rows = _section_table(table_columns(table), cells, link_single_seed=True)
             parts.append(img_tag(fid_vs_nfe_plot(table, bench_anchors), f"{bench} FID vs NFE"))
             # a long table (a 24-job grid has over 70 rows) folds below the plots instead of burying them

@@ -17,6 +17,7 @@ from flash_exp.leaderboard.cells import (
     anchor_cells,
     benchmarks,
     metric_present,
+    optional_columns,
     protocol_line,
     restoration_columns,
     row_cells,
@@ -62,7 +63,8 @@ def render_markdown(tables: Sequence[Table], anchors: Sequence[Anchor], statuses
         lines += [f"## {bench}" if bench in measured else f"## {bench}: {PUBLISHED_ONLY}", ""]
         for table in (t for t in tables if t.benchmark == bench):
             lines += [f"Protocol: {protocol_line(table.protocol, table.protocol_hash)}", ""]
-            cells = (row_cells(r, restoration_columns(table), metric_present(table, "kid"), link) for r in table.rows)
+            cells = (row_cells(r, restoration_columns(table), metric_present(table, "kid"), link, optional_columns(table))
+                     for r in table.rows)
             lines += md_table(table_columns(table), cells) + [""]
             for sweep in sorted({r.sweep for r in table.rows if r.sweep}):
                 header, body = sweep_summary(table, sweep)

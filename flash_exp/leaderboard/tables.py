@@ -19,11 +19,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from flash_exp.metrics.registry import optional_scores
 from flash_exp.metrics.statistics import Interval, mean_interval
 from flash_exp.training.rundir import CONFIG_FILE, run_overrides
 
-# the scores a result may carry besides FID and CLIP (absent from results written before they existed)
-EXTRA_METRICS = ("kid", "precision", "recall", "density", "coverage")
+# the scores a result may carry besides FID and CLIP (absent from results written before they existed,
+# the optional metrics only where the benchmark lists them)
+EXTRA_METRICS = ("kid", "precision", "recall", "density", "coverage", *optional_scores())
 DRAW_SD = {"fid": "fid_std", "clip_score": "clip_score_std", "kid": "kid_std"}
 
 

@@ -16,6 +16,7 @@ from omegaconf import MISSING, OmegaConf
 from flash_exp.config import ConfigError
 from flash_exp.metrics.coco import REFERENCE_MODES, coco_prompt_set
 from flash_exp.metrics.prompts import PromptSet
+from flash_exp.metrics.registry import METRICS
 from flash_exp.metrics.toy import toy_prompt_set
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "eval" / "benchmarks"
@@ -66,6 +67,9 @@ class BenchmarkConfig:
     eval_res: int = 256  # side of the centre-crop + LANCZOS resize, real and generated images
     seed: int = 0  # image i of draw d starts from the noise of flash_exp.metrics.noise.image_noise_seed(seed, d, i)
     features: str = "inception"  # FID feature extractor (also of KID and precision/recall): inception | toy_clip
+    images_per_prompt: int = 1  # images generated per prompt (each from its own noise); >= 2 for diversity
+    metrics: list[str] = field(default_factory=list)  # optional scores beside FID/KID/PRDC/CLIP (metrics.registry)
+    metric_options: dict[str, Any] = field(default_factory=dict)  # per metric, e.g. {diversity: {lpips_net: null}}
     kid: KidConfig = field(default_factory=KidConfig)
     nearest_k: int = 5  # neighbours of precision/recall/density/coverage (the prdc package's usual k)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -84,6 +88,14 @@ class BenchmarkConfig:
                            ("kid.max_subset_size", self.kid.max_subset_size)):
             if value < 2:
                 raise ConfigError(f"{self.name}.{key}", value, "must be an integer >= 2")
+        if self.images_per_prompt < 1:
+            raise ConfigError(f"{self.name}.images_per_prompt", self.images_per_prompt, "must be an integer >= 1")
+        for metric in self.metrics:
+            if metric not in METRICS:
+                raise ConfigError(f"{self.name}.metrics", metric, f"allowed values are {', '.join(METRICS)}")
+            if METRICS[metric].needs_groups and self.images_per_prompt < 2:
+                raise ConfigError(f"{self.name}.images_per_prompt", self.images_per_prompt,
+                                  f"{metric} compares the images of one prompt: set images_per_prompt >= 2")
         for key, value in (("kid.num_subsets", self.kid.num_subsets), ("kid.degree", self.kid.degree),
                            ("nearest_k", self.nearest_k)):
             if value < 1:

@@ -77,12 +77,22 @@ class ScoreSettings:
 def protocol_spec(benchmark: str, prompt_hash: str, num_images: int, eval_res: int, seed: int,
                   features: dict[str, Any], reference: dict[str, Any], clip: dict[str, Any],
                   photo_prefix: bool, scores: ScoreSettings | None = None,
-                  draw_prompt_hashes: list[str] | None = None) -> dict[str, Any]:
+                  draw_prompt_hashes: list[str] | None = None, images_per_prompt: int = 1,
+                  metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The protocol part of a spec (independent of how the images are sampled); ``draw_prompt_hashes``
-    default to ``prompt_hash`` for every draw (draws that differ only in noise)."""
+    default to ``prompt_hash`` for every draw (draws that differ only in noise). ``images_per_prompt``
+    (when above 1) and ``metrics`` (each optional metric's pinned settings, when any) are added as
+    keys, so a benchmark without them keeps its hash."""
     scores = scores if scores is not None else ScoreSettings()
     hashes = draw_prompt_hashes if draw_prompt_hashes is not None else [prompt_hash] * scores.draws
+    extra: dict[str, Any] = {}
+    if images_per_prompt > 1:
+        extra["images_per_prompt"] = {"count": images_per_prompt,
+                                      "order": "the images of prompt p are files [p*count, (p+1)*count)"}
+    if metrics:
+        extra["metrics"] = metrics
     return {
+        **extra,
         "benchmark": benchmark,
         "prompt_set_sha256": prompt_hash,
         "num_images": num_images,

@@ -16,21 +16,11 @@ from dataclasses import dataclass
 
 from scipy.stats import t as student_t
 
+from flash_exp.metrics.registry import LOWER, arrow, directions
+
 LEVEL = 0.95
-# which way is better, per result key: FID and KID fall, CLIP, precision, recall, density, coverage rise
-LOWER_IS_BETTER = frozenset({"fid", "kid"})
-HIGHER_IS_BETTER = frozenset({"clip_score", "precision", "recall", "density", "coverage"})
 BETTER, WORSE = "better", "worse"
 MAX_SEEDS_SEARCHED = 10_000
-
-
-def arrow(metric: str) -> str:
-    """``↓`` for a metric where lower is better, ``↑`` where higher is."""
-    if metric in LOWER_IS_BETTER:
-        return "↓"
-    if metric in HIGHER_IS_BETTER:
-        return "↑"
-    raise ValueError(f"metric={metric!r}, allowed: {', '.join(sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER))}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +83,7 @@ def verdict(metric: str, interval: Interval) -> str:
     if interval.low is None or interval.high is None or interval.low <= 0 <= interval.high:
         return not_resolved(interval.n)
     lower = interval.high < 0
-    return BETTER if lower == (metric in LOWER_IS_BETTER) else WORSE
+    return BETTER if lower == (directions()[metric] == LOWER) else WORSE
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,46 @@ class HubRepo(Item):
 
 
 @dataclass
+class MetricWeights(HubRepo):
+    """The transformers weights of an optional metric (a hub repository without its TF/Flax copies);
+    ``env_var`` points ``metric_weights.<metric>`` at them."""
+
+    env_var: str = ""
+
+    def find(self, cache: Path) -> Path | None:
+        path = super().find(cache)
+        return path if path is not None and (path / "config.json").is_file() else None
+
+    def fetch(self, cache: Path) -> Path:
+        from huggingface_hub import list_repo_files, snapshot_download
+
+        files = list_repo_files(self.name)
+        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "pytorch_model.bin"
+        return Path(snapshot_download(self.name, cache_dir=cache / HUB_DIR,
+                                      allow_patterns=["*.json", "*.txt", weights]))
+
+    def env(self, cache: Path, path: Path) -> dict[str, str]:
+        return {self.env_var: _relative(cache, path)} if self.env_var else {}
+
+
+@dataclass
+class TorchHubCheckpoint(Item):
+    """A torchvision checkpoint (``name``: its URL) where ``torch.hub`` looks for it (LPIPS's backbones)."""
+
+    def _path(self, cache: Path) -> Path:
+        return cache / TORCH_DIR / "hub" / "checkpoints" / Path(self.name).name
+
+    def find(self, cache: Path) -> Path | None:
+        return self._path(cache) if self._path(cache).is_file() else None
+
+    def fetch(self, cache: Path) -> Path:
+        import torch
+
+        torch.hub.load_state_dict_from_url(self.name, model_dir=str(self._path(cache).parent), check_hash=True)
+        return self._path(cache)
+
+
+@dataclass
 class OpenClipWeights(Item):
     """The weights file of an open_clip model and pretrained tag (CLIP score)."""
 

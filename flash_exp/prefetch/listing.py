@@ -21,7 +21,9 @@ from flash_exp.prefetch.items import (
     HubPipeline,
     Item,
     LocalPath,
+    MetricWeights,
     OpenClipWeights,
+    TorchHubCheckpoint,
     TorchvisionVgg16,
     model_item,
     vgg16_size,
@@ -43,6 +45,7 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
     """What ``train`` and ``evaluate`` with ``cfg`` load, and the names of its COCO benchmarks."""
     from flash_exp.metrics.benchmarks import load_benchmark
     from flash_exp.metrics.clip_score import TOY_CLIP
+    from flash_exp.metrics.registry import METRICS
     from flash_exp.tasks import task_class
 
     b, t = cfg.backbone, cfg.task
@@ -72,6 +75,13 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
         clip = f"open_clip {bench.clip.model} {bench.clip.pretrained}"
         if bench.clip.model != TOY_CLIP and not any(i.name == clip for i in items):
             items.append(OpenClipWeights("CLIP", clip, "evaluate", model=bench.clip.model, tag=bench.clip.pretrained))
+        for metric in (METRICS[m] for m in bench.metrics):
+            wanted: list[Item] = [TorchHubCheckpoint(f"{metric.name} (torchvision)", url, "evaluate")
+                                  for url in metric.torch_checkpoints(bench.metric_options.get(metric.name))]
+            if metric.hub_repo is not None:
+                wanted.append(MetricWeights(metric.name, metric.hub_repo, "evaluate",
+                                            env_var=metric.weights_env or ""))
+            items.extend(w for w in wanted if not any(i.name == w.name for i in items))
     return items, coco
 
 

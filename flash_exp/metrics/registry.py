@@ -1,0 +1,195 @@
+"""The scores of an evaluation and which way each is better; the optional metrics a benchmark lists.
+
+Every benchmark computes FID, KID, precision/recall/density/coverage and the CLIP score. A benchmark's
+``metrics:`` list adds optional ones, each a :class:`Metric` of :data:`METRICS` keyed by that name:
+the result keys it writes and their direction, the Python package it needs and the ``pip`` extra that
+installs it, the key of ``metric_weights`` naming its local weights, and its pinned model and
+preprocessing (written into the eval spec, so a change makes another hash). :func:`check_available`
+runs when a benchmark is prepared, before any image is generated. The scorer itself is built by
+``build`` ("module:function", imported only then), which receives a :class:`MetricContext`.
+
+No torch here: the leaderboard and the statistics read the directions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HIGHER, LOWER = "higher", "lower"
+# the scores every benchmark computes
+BUILTIN_DIRECTIONS = {"fid": LOWER, "kid": LOWER, "clip_score": HIGHER, "precision": HIGHER, "recall": HIGHER,
+                      "density": HIGHER, "coverage": HIGHER}
+
+
+class MetricUnavailable(RuntimeError):
+    """A listed metric whose package or weights are not on this machine; the message says what to install or fetch."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One optional metric. ``scores``: result key -> ``"higher"`` or ``"lower"`` is better; ``package``:
+    the module it imports (None: none beyond our dependencies); ``extra``: the pip extra installing it;
+    ``weights``: the key of ``metric_weights`` (conf/evaluate.yaml) holding its local weights (None:
+    none); ``fetch``: how to get those weights; ``pinned``: model id, weights and preprocessing as the
+    spec records them; ``build``: ``"module:function"`` returning the scorer, called with a
+    :class:`MetricContext`."""
+
+    name: str
+    scores: dict[str, str]
+    package: str | None
+    extra: str
+    weights: str | None
+    fetch: str
+    pinned: dict[str, Any]
+    build: str
+    needs_groups: bool = False  # needs images_per_prompt >= 2
+    hub_repo: str | None = None  # where ``prefetch`` fetches the weights from (hugging face hub)
+    weights_env: str | None = None  # the variable of offline.env that points metric_weights at them
+
+    def torch_checkpoints(self, options: dict[str, Any] | None = None) -> list[str]:
+        """URLs of the torchvision checkpoints (``torch.hub`` cache) the metric loads with ``options``."""
+        return []
+
+    def check_available(self, weights: str | None, options: dict[str, Any] | None = None) -> None:
+        """Raise :class:`MetricUnavailable` naming what to install or fetch when the package or the
+        weights (the local path ``weights``) are missing; loads nothing. ``options``: the benchmark's
+        options of this metric."""
+        if self.package is not None and importlib.util.find_spec(self.package) is None:
+            raise MetricUnavailable(
+                f"metric {self.name!r} needs the Python package {self.package!r}, which is not installed: "
+                f"pip install '.[{self.extra}]' (or remove {self.name} from the benchmark's metrics)")
+        if self.weights is None:
+            return
+        if weights is None or not Path(weights).expanduser().exists():
+            raise MetricUnavailable(
+                f"metric {self.name!r} needs its weights at metric_weights.{self.weights}={weights!r}, which "
+                f"does not exist; nothing is downloaded at run time. {self.fetch}")
+
+    def load(self, context: MetricContext) -> MetricScorer:
+        module, function = self.build.split(":")
+        return getattr(importlib.import_module(module), function)(self, context)
+
+
+@dataclass
+class MetricContext:
+    """What a scorer is built from: its local ``weights`` path (None when it needs none), the device,
+    the cache directory (reference features, file digests), the benchmark's options for it and the
+    reference images with the key that identifies them."""
+
+    weights: str | None
+    device: Any
+    cache_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+    reference_files: list[Path] = field(default_factory=list)
+    reference_key: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoreInput:
+    """One draw's images to score: ``files`` generated from ``prompts`` in order, ``images_per_prompt``
+    consecutive files per prompt, cropped and resized to ``eval_res``; ``features`` (N, D): the
+    benchmark's FID features of the same files."""
+
+    files: list[Path]
+    prompts: list[str]
+    images_per_prompt: int
+    eval_res: int
+    batch_size: int
+    num_workers: int
+    features: Any
+
+
+class MetricScorer:
+    """A loaded metric: :meth:`describe` the pinned settings with the weights' digest (spec entry), and
+    :meth:`score` returning ``{result key: value}`` for one draw."""
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def score(self, batch: ScoreInput) -> dict[str, float | None]:
+        raise NotImplementedError
+
+
+CMMD = Metric(
+    "cmmd", {"cmmd": LOWER}, package=None, extra="modern", weights="cmmd",
+    fetch=("python -m flash_exp.prefetch eval=modern fetches them, or: hf download "
+           "openai/clip-vit-large-patch14-336 --local-dir weights/clip-vit-large-patch14-336"),
+    hub_repo="openai/clip-vit-large-patch14-336", weights_env="FLASH_EXP_CMMD_WEIGHTS",
+    pinned={"model": "openai/clip-vit-large-patch14-336", "library": "transformers CLIPVisionModelWithProjection",
+            "input_size": 336, "embedding": "image_embeds, L2-normalised",
+            "kernel": "gaussian rbf exp(-|x-y|^2 / (2 sigma^2)), sigma 10", "scale": 1000,
+            "estimator": "google-research/cmmd distance.mmd: means over the full kernel matrices"},
+    build="flash_exp.metrics.cmmd:build")
+FD_DINOV2 = Metric(
+    "fd_dinov2", {"fd_dinov2": LOWER}, package=None, extra="modern", weights="fd_dinov2",
+    fetch=("python -m flash_exp.prefetch eval=modern fetches them, or: hf download facebook/dinov2-large "
+           "--local-dir weights/dinov2-large"),
+    hub_repo="facebook/dinov2-large", weights_env="FLASH_EXP_DINOV2_WEIGHTS",
+    pinned={"model": "facebook/dinov2-large", "library": "transformers Dinov2Model", "input_size": 224,
+            "features": "pooler_output: the final-layernormed CLS token (dgm-eval's DINOv2 encoder)",
+            "normalisation": "ImageNet mean/std", "distance": "clean-fid frechet_distance"},
+    build="flash_exp.metrics.dinov2:build")
+DEFAULT_LPIPS_NET = "alex"
+# torchvision's ImageNet weights each lpips network loads (torch.hub checkpoints)
+LPIPS_BACKBONES = {"alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                   "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
+                   "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"}
+
+
+class DiversityMetric(Metric):
+    """Vendi always; pairwise LPIPS when the benchmark's ``diversity.lpips_net`` is set (alex | vgg | squeeze),
+    which needs the ``lpips`` package and torchvision's ImageNet weights of that network."""
+
+    def torch_checkpoints(self, options: dict[str, Any] | None = None) -> list[str]:
+        net = (options or {}).get("lpips_net", DEFAULT_LPIPS_NET)
+        return [] if net is None or net not in LPIPS_BACKBONES else [LPIPS_BACKBONES[net]]
+
+    def check_available(self, weights: str | None, options: dict[str, Any] | None = None) -> None:
+        net = (options or {}).get("lpips_net", DEFAULT_LPIPS_NET)
+        if net is None:
+            return
+        if importlib.util.find_spec("lpips") is None:
+            raise MetricUnavailable(
+                f"metric {self.name!r} with lpips_net={net} needs the Python package 'lpips', which is not "
+                f"installed: pip install '.[{self.extra}]' (or set the benchmark's diversity.lpips_net: null)")
+        from flash_exp.metrics.diversity import missing_lpips_weights
+
+        missing = missing_lpips_weights(net)
+        if missing is not None:
+            raise MetricUnavailable(f"metric {self.name!r} with lpips_net={net}: {missing}")
+
+
+DIVERSITY = DiversityMetric(
+    "diversity", {"lpips_diversity": HIGHER, "vendi": HIGHER}, package=None, extra="modern", weights=None,
+    fetch="", pinned={"vendi": "exp(entropy of the eigenvalues of K/n), K: cosine similarity of the "
+                               "benchmark's FID features, per prompt, mean over prompts",
+                      "lpips_diversity": "mean LPIPS over the pairs of a prompt's images, mean over prompts"},
+    build="flash_exp.metrics.diversity:build", needs_groups=True)
+
+METRICS: dict[str, Metric] = {m.name: m for m in (CMMD, FD_DINOV2, DIVERSITY)}
+
+
+def directions() -> dict[str, str]:
+    """Every result key an evaluation can write -> ``"higher"`` or ``"lower"`` is better."""
+    out = dict(BUILTIN_DIRECTIONS)
+    for metric in METRICS.values():
+        out.update(metric.scores)
+    return out
+
+
+def optional_scores() -> list[str]:
+    """The result keys of the optional metrics, in registration order."""
+    return [key for metric in METRICS.values() for key in metric.scores]
+
+
+def arrow(key: str) -> str:
+    """``↓`` for a score where lower is better, ``↑`` where higher is."""
+    known = directions()
+    if key not in known:
+        raise ValueError(f"metric={key!r}, allowed: {', '.join(sorted(known))}")
+    return "↓" if known[key] == LOWER else "↑"
+
