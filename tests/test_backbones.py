@@ -25,7 +25,7 @@ from tests.conftest import REPO
 from tests.fixtures_train import PROMPTS, backbone_cfg, train_overrides
 from tests.fixtures_weights import parameters_read, storages
 
-FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
+FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3", "sd35": "sd3"}
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +257,77 @@ def test_sd3_student_x0_is_the_official_flow_estimate(tiny_dir, backbones):
             v = bb.denoise(x_t, t.expand(2), cond)
         torch.testing.assert_close(student.step(v, t, x_t, return_dict=False)[0],
                                    distiller.student_x0(x_t, t.expand(2), cond), rtol=0, atol=1e-6)
+
+
+def plain_sd3_pipeline(directory):
+    """``StableDiffusion3Pipeline`` read from the saved tiny directory, as a user loads it (no T5 there)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(directory, text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd35"])
+def test_sd3_family_teacher_rollout_and_student_match_a_plain_diffusers_pipeline(tmp_path, tiny_dir, name):
+    """Held out against stock diffusers on the saved tiny model (SD3.5: MMDiT-X, dual attention in block 0,
+    QK RMS norm). The teacher's K-step rollout from pure noise with CFG ends where the pipeline ends from
+    the same latents, condition and guidance; the export read by ``load_lora_weights`` attaches every
+    module of its file and samples as the in-memory student does at 1 and 4 NFE."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import load_file
+
+    from flash_exp.backbones import build_backbone
+    from flash_exp.method import build_distiller
+    from flash_exp.training.samples import sample_conditional
+
+    cfg = backbone_cfg(name, tiny_dir(name))
+    bb = build_backbone(cfg.backbone)
+    distiller = build_distiller(bb, cfg)
+    if name == "sd35":
+        block = bb.base_denoiser.transformer_blocks[0]
+        assert block.attn2 is not None and block.attn.norm_q is not None  # MMDiT-X from the saved config
+    cond, null = bb.encode_prompts(PROMPTS), bb.null_condition(2)
+    k, guidance = 4, 5.0
+    x_t = latents(seed=11)
+    ours = distiller.teacher_rollout(x_t, torch.zeros(2, dtype=torch.long), k, cond, null, torch.full((2,), guidance))
+
+    pipe = plain_sd3_pipeline(tiny_dir(name))
+    embeds = {"prompt_embeds": cond.kwargs["encoder_hidden_states"],
+              "pooled_prompt_embeds": cond.kwargs["pooled_projections"],
+              "negative_prompt_embeds": null.kwargs["encoder_hidden_states"],
+              "negative_pooled_prompt_embeds": null.kwargs["pooled_projections"]}
+    with torch.no_grad():
+        plain = pipe(**embeds, latents=x_t.clone(), num_inference_steps=k, guidance_scale=guidance, height=32,
+                     width=32, output_type="latent").images
+    torch.testing.assert_close(pipe.scheduler.timesteps, distiller.teacher_timesteps(k))
+    print(f"{name}: teacher rollout vs StableDiffusion3Pipeline, max |diff| {(plain - ours).abs().max():.2e}")
+    assert (plain - ours).abs().max().item() <= 1e-4
+
+    gen = torch.Generator().manual_seed(5)  # a non-trivial student: B = 0 at init would test nothing
+    with torch.no_grad():
+        for p in bb.trainable_parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    weights = bb.export(tmp_path / "export")
+    in_file = {key.removeprefix("transformer.").split(".lora_")[0] for key in load_file(weights)}
+    pipe.load_lora_weights(str(tmp_path / "export"))
+    attached = {n for n, m in pipe.transformer.named_modules() if isinstance(m, BaseTunerLayer)}
+    assert attached == in_file and len(attached) == bb.num_lora_layers()
+    if name == "sd35":
+        assert {"transformer_blocks.0.attn2.to_q", "transformer_blocks.0.attn2.to_out.0"} <= attached
+    seeds = [3, 4]
+    noise = torch.stack([torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    for nfe in (1, 4):
+        student = sample_conditional(bb, cond, null, (2, 4, 16, 16), True, nfe, 0.0, seed=3, noise_seeds=seeds)
+        with torch.no_grad():
+            plain = pipe(prompt_embeds=embeds["prompt_embeds"], pooled_prompt_embeds=embeds["pooled_prompt_embeds"],
+                         latents=noise.clone(), num_inference_steps=nfe, guidance_scale=0.0, height=32, width=32,
+                         output_type="pt").images
+        print(f"{name}: student at {nfe} NFE vs the export in StableDiffusion3Pipeline, "
+              f"max |diff| {(plain - student).abs().max():.2e}")
+        assert (plain - student).abs().max().item() <= 1e-5
+    teacher = sample_conditional(bb, cond, null, (2, 4, 16, 16), False, 4, 0.0, seed=3, noise_seeds=seeds)
+    assert (teacher - student).abs().max().item() > 1e-3  # the LoRA changes the samples
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
