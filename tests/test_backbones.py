@@ -22,8 +22,10 @@ from PIL import Image
 
 from flash_exp.training.samples import viewing_scale
 from tests.conftest import REPO
-from tests.fixtures_train import PROMPTS, backbone_cfg, train_overrides
+from tests.fixtures_train import PROMPTS, TINY_OVERRIDES, backbone_cfg, train_overrides
 from tests.fixtures_weights import parameters_read, storages
+
+pytest_plugins = ["tests.fixtures_eval"]
 
 FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3", "sd35": "sd3"}
 
@@ -450,7 +452,7 @@ EXPORT_FILES = {"sd": "pytorch_lora_weights.safetensors", "sdxl": "pytorch_lora_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3", "sd35"])
 def test_train_export_and_reload_reproduce_the_student(tmp_path, tiny_dir, tiny_shards, name):
     from flash_exp.backbones import load_pipeline
     from flash_exp.backbones.common import lora_layers
@@ -515,6 +517,47 @@ def test_cli_trains_sdxl_from_a_local_directory(tmp_path, tiny_dir, tiny_shards)
     assert f"run directory: {run}" in proc.stdout
     assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
     assert sorted((run / "samples").glob("step_*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sd3", "sd35"])
+def test_cli_trains_the_sd3_family_exports_evaluates_on_the_toy_benchmark_and_resumes_bit_exactly(
+        tmp_path, tiny_dir, tiny_shards, toy_clip_dir, toy_shards, name):
+    """``python -m flash_exp.train backbone=<name> backbone.pretrained=<tiny> trainer.max_steps=2``: the
+    export, the toy benchmark's result of the student at 1 NFE, and a relaunch to 4 steps that ends with
+    the weights of a run trained 4 steps straight, bit for bit."""
+    def cli(run, steps: int, *extra: str) -> None:
+        args = [f"backbone={name}", f"backbone.pretrained={tiny_dir(name)}", "backbone.resolution=32",
+                "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic",
+                "backbone.discriminator.channels=[16,32]", "loss.distill.type=l2", *TINY_OVERRIDES[name],
+                *train_overrides(tiny_shards, f"trainer.max_steps={steps}", "trainer.checkpoint_every=2",
+                                 "trainer.sample_nfe=[1]", "trainer.num_sample_prompts=1"),
+                *extra, f"hydra.run.dir={run}"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    from flash_exp.metrics.results import read_json, result_path
+
+    evaluation = ["eval.after_train=true", "+eval.settings.device=cpu", "+eval.settings.batch_size=4",
+                  "+eval.settings.student_nfe=[1]", "+eval.settings.teacher_nfe=[]",
+                  "+eval.settings.teacher_full=false", f"+eval.settings.toy_clip_dir={toy_clip_dir}",
+                  f"+eval.settings.cache_dir={tmp_path / 'cache'}", "+eval.options.toy.num_images=4",
+                  f"+eval.options.toy.toy.shards=[{','.join(toy_shards)}]"]
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    cli(resumed, 2, *evaluation)
+    assert (resumed / "export" / "pytorch_lora_weights.safetensors").is_file()
+    result = read_json(result_path(resumed, "toy", "student_nfe1"))
+    assert result is not None and result["num_images"] == 4 and result["fid"] >= 0.0
+    assert json.loads((resumed / "export" / "recipe.json").read_text())["family"] == "sd3"
+    cli(resumed, 4)
+    cli(straight, 4)
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for r in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
