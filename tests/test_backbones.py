@@ -261,6 +261,27 @@ def test_sd3_student_x0_is_the_official_flow_estimate(tiny_dir, backbones):
                                    distiller.student_x0(x_t, t.expand(2), cond), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("name", "dual_attention_layers"), [("sd35", (0,)), ("sd35_large", ())])
+def test_sd35_lora_targets_each_name_layers_of_its_transformer(name, dual_attention_layers):
+    """Each target of the config is, by peft's rule (the module's name or its last dotted part(s)), a Linear
+    or Conv2d of an SD3.5-shaped transformer (QK RMS norm; Medium's dual attention blocks add ``attn2``),
+    and the attention targets reach ``attn2`` too."""
+    from diffusers import SD3Transformer2DModel
+
+    from tests.conftest import compose
+
+    targets = compose([f"backbone={name}"]).backbone.lora.targets
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=64, pooled_projection_dim=64, out_channels=4,
+        pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=dual_attention_layers)
+    layers = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    for target in targets:
+        assert any(n == target or n.endswith(f".{target}") for n in layers), f"{target} names no layer of {name}"
+    if dual_attention_layers:
+        assert {"to_q", "to_k", "to_v", "to_out.0"} <= {n.split("attn2.")[1] for n in layers if ".attn2." in n}
+
+
 def plain_sd3_pipeline(directory):
     """``StableDiffusion3Pipeline`` read from the saved tiny directory, as a user loads it (no T5 there)."""
     from diffusers import StableDiffusion3Pipeline
