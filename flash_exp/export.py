@@ -46,12 +46,17 @@ BASE_LICENSES = {
     "stabilityai/stable-diffusion-x4-upscaler": "openrail++",
     "PixArt-alpha/PixArt-XL-2-1024-MS": "openrail++",
     "stabilityai/stable-diffusion-3-medium-diffusers": "other",
+    "stabilityai/stable-diffusion-3.5-medium": "other",
+    "stabilityai/stable-diffusion-3.5-large": "other",
 }
 # license_name and license_link of the teachers whose license is "other"
 OTHER_LICENSES = {
     "stabilityai/stable-diffusion-3-medium-diffusers": (
         "stabilityai-ai-community",
         "https://huggingface.co/stabilityai/stable-diffusion-3-medium-diffusers/blob/main/LICENSE.md"),
+    **{f"stabilityai/stable-diffusion-3.5-{size}": (
+        "stabilityai-ai-community", f"https://huggingface.co/stabilityai/stable-diffusion-3.5-{size}/blob/main/LICENSE.md")
+       for size in ("medium", "large")},
 }
 FAMILY_TAGS = {"sd": "stable-diffusion", "sdxl": "stable-diffusion-xl", "pixart": "pixart-alpha",
                "sd3": "stable-diffusion-3"}

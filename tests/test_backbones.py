@@ -22,10 +22,12 @@ from PIL import Image
 
 from flash_exp.training.samples import viewing_scale
 from tests.conftest import REPO
-from tests.fixtures_train import PROMPTS, backbone_cfg, train_overrides
+from tests.fixtures_train import PROMPTS, TINY_OVERRIDES, backbone_cfg, train_overrides
 from tests.fixtures_weights import parameters_read, storages
 
-FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3"}
+pytest_plugins = ["tests.fixtures_eval"]
+
+FAMILY_OF = {"sd15": "sd", "sdxl": "sdxl", "pixart": "pixart", "sd3": "sd3", "sd35": "sd3"}
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +261,98 @@ def test_sd3_student_x0_is_the_official_flow_estimate(tiny_dir, backbones):
                                    distiller.student_x0(x_t, t.expand(2), cond), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("name", "dual_attention_layers"), [("sd35", (0,)), ("sd35_large", ())])
+def test_sd35_lora_targets_each_name_layers_of_its_transformer(name, dual_attention_layers):
+    """Each target of the config is, by peft's rule (the module's name or its last dotted part(s)), a Linear
+    or Conv2d of an SD3.5-shaped transformer (QK RMS norm; Medium's dual attention blocks add ``attn2``),
+    and the attention targets reach ``attn2`` too."""
+    from diffusers import SD3Transformer2DModel
+
+    from tests.conftest import compose
+
+    targets = compose([f"backbone={name}"]).backbone.lora.targets
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=64, pooled_projection_dim=64, out_channels=4,
+        pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=dual_attention_layers)
+    layers = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    for target in targets:
+        assert any(n == target or n.endswith(f".{target}") for n in layers), f"{target} names no layer of {name}"
+    if dual_attention_layers:
+        assert {"to_q", "to_k", "to_v", "to_out.0"} <= {n.split("attn2.")[1] for n in layers if ".attn2." in n}
+
+
+def plain_sd3_pipeline(directory):
+    """``StableDiffusion3Pipeline`` read from the saved tiny directory, as a user loads it (no T5 there)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(directory, text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd35"])
+def test_sd3_family_teacher_rollout_and_student_match_a_plain_diffusers_pipeline(tmp_path, tiny_dir, name):
+    """Held out against stock diffusers on the saved tiny model (SD3.5: MMDiT-X, dual attention in block 0,
+    QK RMS norm). The teacher's K-step rollout from pure noise with CFG ends where the pipeline ends from
+    the same latents, condition and guidance; the export read by ``load_lora_weights`` attaches every
+    module of its file and samples as the in-memory student does at 1 and 4 NFE."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import load_file
+
+    from flash_exp.backbones import build_backbone
+    from flash_exp.method import build_distiller
+    from flash_exp.training.samples import sample_conditional
+
+    cfg = backbone_cfg(name, tiny_dir(name))
+    bb = build_backbone(cfg.backbone)
+    distiller = build_distiller(bb, cfg)
+    if name == "sd35":
+        block = bb.base_denoiser.transformer_blocks[0]
+        assert block.attn2 is not None and block.attn.norm_q is not None  # MMDiT-X from the saved config
+    cond, null = bb.encode_prompts(PROMPTS), bb.null_condition(2)
+    k, guidance = 4, 5.0
+    x_t = latents(seed=11)
+    ours = distiller.teacher_rollout(x_t, torch.zeros(2, dtype=torch.long), k, cond, null, torch.full((2,), guidance))
+
+    pipe = plain_sd3_pipeline(tiny_dir(name))
+    embeds = {"prompt_embeds": cond.kwargs["encoder_hidden_states"],
+              "pooled_prompt_embeds": cond.kwargs["pooled_projections"],
+              "negative_prompt_embeds": null.kwargs["encoder_hidden_states"],
+              "negative_pooled_prompt_embeds": null.kwargs["pooled_projections"]}
+    with torch.no_grad():
+        plain = pipe(**embeds, latents=x_t.clone(), num_inference_steps=k, guidance_scale=guidance, height=32,
+                     width=32, output_type="latent").images
+    torch.testing.assert_close(pipe.scheduler.timesteps, distiller.teacher_timesteps(k))
+    print(f"{name}: teacher rollout vs StableDiffusion3Pipeline, max |diff| {(plain - ours).abs().max():.2e}")
+    assert (plain - ours).abs().max().item() <= 1e-4
+
+    gen = torch.Generator().manual_seed(5)  # a non-trivial student: B = 0 at init would test nothing
+    with torch.no_grad():
+        for p in bb.trainable_parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    weights = bb.export(tmp_path / "export")
+    in_file = {key.removeprefix("transformer.").split(".lora_")[0] for key in load_file(weights)}
+    pipe.load_lora_weights(str(tmp_path / "export"))
+    attached = {n for n, m in pipe.transformer.named_modules() if isinstance(m, BaseTunerLayer)}
+    assert attached == in_file and len(attached) == bb.num_lora_layers()
+    if name == "sd35":
+        assert {"transformer_blocks.0.attn2.to_q", "transformer_blocks.0.attn2.to_out.0"} <= attached
+    seeds = [3, 4]
+    noise = torch.stack([torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    for nfe in (1, 4):
+        student = sample_conditional(bb, cond, null, (2, 4, 16, 16), True, nfe, 0.0, seed=3, noise_seeds=seeds)
+        with torch.no_grad():
+            plain = pipe(prompt_embeds=embeds["prompt_embeds"], pooled_prompt_embeds=embeds["pooled_prompt_embeds"],
+                         latents=noise.clone(), num_inference_steps=nfe, guidance_scale=0.0, height=32, width=32,
+                         output_type="pt").images
+        print(f"{name}: student at {nfe} NFE vs the export in StableDiffusion3Pipeline, "
+              f"max |diff| {(plain - student).abs().max():.2e}")
+        assert (plain - student).abs().max().item() <= 1e-5
+    teacher = sample_conditional(bb, cond, null, (2, 4, 16, 16), False, 4, 0.0, seed=3, noise_seeds=seeds)
+    assert (teacher - student).abs().max().item() > 1e-3  # the LoRA changes the samples
+
+
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
 def test_dmd_timesteps_have_the_official_support(tiny_dir, backbones, name):
     """The official DMD draw over all its 1000 outcomes. flash (SD1.5, SDXL, PixArt):
@@ -379,7 +473,7 @@ EXPORT_FILES = {"sd": "pytorch_lora_weights.safetensors", "sdxl": "pytorch_lora_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3", "sd35"])
 def test_train_export_and_reload_reproduce_the_student(tmp_path, tiny_dir, tiny_shards, name):
     from flash_exp.backbones import load_pipeline
     from flash_exp.backbones.common import lora_layers
@@ -444,6 +538,47 @@ def test_cli_trains_sdxl_from_a_local_directory(tmp_path, tiny_dir, tiny_shards)
     assert f"run directory: {run}" in proc.stdout
     assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
     assert sorted((run / "samples").glob("step_*.png"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sd3", "sd35"])
+def test_cli_trains_the_sd3_family_exports_evaluates_on_the_toy_benchmark_and_resumes_bit_exactly(
+        tmp_path, tiny_dir, tiny_shards, toy_clip_dir, toy_shards, name):
+    """``python -m flash_exp.train backbone=<name> backbone.pretrained=<tiny> trainer.max_steps=2``: the
+    export, the toy benchmark's result of the student at 1 NFE, and a relaunch to 4 steps that ends with
+    the weights of a run trained 4 steps straight, bit for bit."""
+    def cli(run, steps: int, *extra: str) -> None:
+        args = [f"backbone={name}", f"backbone.pretrained={tiny_dir(name)}", "backbone.resolution=32",
+                "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic",
+                "backbone.discriminator.channels=[16,32]", "loss.distill.type=l2", *TINY_OVERRIDES[name],
+                *train_overrides(tiny_shards, f"trainer.max_steps={steps}", "trainer.checkpoint_every=2",
+                                 "trainer.sample_nfe=[1]", "trainer.num_sample_prompts=1"),
+                *extra, f"hydra.run.dir={run}"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    from flash_exp.metrics.results import read_json, result_path
+
+    evaluation = ["eval.after_train=true", "+eval.settings.device=cpu", "+eval.settings.batch_size=4",
+                  "+eval.settings.student_nfe=[1]", "+eval.settings.teacher_nfe=[]",
+                  "+eval.settings.teacher_full=false", f"+eval.settings.toy_clip_dir={toy_clip_dir}",
+                  f"+eval.settings.cache_dir={tmp_path / 'cache'}", "+eval.options.toy.num_images=4",
+                  f"+eval.options.toy.toy.shards=[{','.join(toy_shards)}]"]
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    cli(resumed, 2, *evaluation)
+    assert (resumed / "export" / "pytorch_lora_weights.safetensors").is_file()
+    result = read_json(result_path(resumed, "toy", "student_nfe1"))
+    assert result is not None and result["num_images"] == 4 and result["fid"] >= 0.0
+    assert json.loads((resumed / "export" / "recipe.json").read_text())["family"] == "sd3"
+    cli(resumed, 4)
+    cli(straight, 4)
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for r in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl", "pixart", "sd3"])

@@ -45,6 +45,18 @@ def test_the_transformers_have_their_published_sizes():
     assert t5.layers == 1 and t5.config()["d_model"] == 4096
 
 
+@pytest.mark.parametrize(("backbone", "published", "pos_embed_max_size", "width"),
+                         [("sd35", 2.5e9, 384, 1536), ("sd35_large", 8.1e9, 192, 2432)])
+def test_the_sd35_transformers_have_their_model_cards_sizes(backbone, published, pos_embed_max_size, width):
+    """SD3.5 Medium 2.5B, Large 8.1B (model cards), counting the position table the checkpoint stores as a
+    weight (diffusers holds it as a buffer, pos_embed_max_size^2 x width); Medium is MMDiT-X (13 dual
+    attention blocks), both with QK RMS norm."""
+    spec = next(s for s in model_specs(backbone) if s.attr == "transformer")
+    assert parameter_count(spec) + pos_embed_max_size**2 * width == pytest.approx(published, rel=0.015)
+    config = spec.config()
+    assert config["qk_norm"] == "rms_norm" and len(config.get("dual_attention_layers", ())) == (13 if backbone == "sd35" else 0)
+
+
 def test_a_case_whose_card_does_not_fit_is_skipped_with_its_reason():
     assert card_check("gpu40", free_bytes=30e9, weights_bytes=5e9) == (
         "skipped: gpu40 is meant for a 40 GB card and 30.0 GB are free on this device")
@@ -143,4 +155,4 @@ def test_unknown_backbones_are_refused(capsys):
 
     with pytest.raises(SystemExit):
         main(["--full-size", "--cases", "sd15,sd2"])
-    assert "--cases: unknown backbone(s) sd2; known: sd15, sdxl, pixart, sd3" in capsys.readouterr().err
+    assert "--cases: unknown backbone(s) sd2; known: sd15, sdxl, pixart, sd3, sd35, sd35_large" in capsys.readouterr().err

@@ -39,6 +39,40 @@ def test_pixart_and_sd3_paper_values():
     assert sd3.backbone.prediction == "flow"
 
 
+@pytest.mark.parametrize(("name", "hub_id", "steps", "guidance"), [
+    ("sd35", "stabilityai/stable-diffusion-3.5-medium", 40, 4.5),
+    ("sd35_large", "stabilityai/stable-diffusion-3.5-large", 28, 3.5)])
+def test_sd35_has_its_model_cards_sampling_and_sd3s_method(name, hub_id, steps, guidance):
+    """The model cards' example calls: Medium num_inference_steps=40, guidance_scale=4.5; Large 28, 3.5;
+    both at 1024 px. The method settings stay Flash SD3's."""
+    cfg, sd3 = compose([f"backbone={name}"]), compose(["backbone=sd3"])
+    b = cfg.backbone
+    assert (b.family, b.pretrained, b.prediction, b.resolution) == ("sd3", hub_id, "flow", 1024)
+    assert (b.teacher_sampling.steps, b.teacher_sampling.guidance) == (steps, guidance)
+    for key in ("backbone.guidance_range", "backbone.negative_prompt", "backbone.discriminator", "phases", "loss",
+                "data.batch_size"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(sd3, key), key
+    assert set(b.lora.targets) == set(sd3.backbone.lora.targets) - {"proj_in"}
+
+
+@pytest.mark.parametrize("name", ["sd35", "sd35_large"])
+@pytest.mark.parametrize("method", ["lcm", "dmd2"])
+def test_sd35_refuses_the_diffusion_only_methods_as_sd3_does(name, method):
+    overrides = ["backbone.pretrained=/nonexistent", "data.shards=[x]", f"method={method}"]
+    with pytest.raises(ConfigError) as sd3:
+        validate(compose(["backbone=sd3", *overrides]))
+    with pytest.raises(ConfigError) as sd35:
+        validate(compose([f"backbone={name}", *overrides]))
+    assert str(sd35.value) == str(sd3.value)
+    assert f"method='{method}'" in str(sd35.value) and "use method=flash" in str(sd35.value)
+
+
+def test_a_wrong_sd35_size_names_the_backbone_options():
+    with pytest.raises(ConfigError, match=r"backbone='sd35_huge'.*did you mean sd35_large\? \(its options are: "
+                                          r"pixart, sd15, sd3, sd35, sd35_large, sdxl, toy\)"):
+        compose(["backbone=sd35_huge"])
+
+
 def test_sd15_paper_values():
     cfg = compose(["backbone=sd15"])
     assert cfg.backbone.lora.rank == 128 and cfg.backbone.resolution == 512
@@ -54,7 +88,7 @@ def test_axis_groups_keep_backbone_values():
 
 
 def test_every_shipped_backbone_validates():
-    for name in ("toy", "sd15", "sdxl", "pixart", "sd3"):
+    for name in ("toy", "sd15", "sdxl", "pixart", "sd3", "sd35", "sd35_large"):
         typed = validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent", "data.shards=[x]"]))
         assert typed.backbone.name == name
 

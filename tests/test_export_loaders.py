@@ -254,7 +254,8 @@ def test_cards_of_the_shipped_teachers_name_their_hub_id_and_license():
     from flash_exp.export import model_card, recipe
     from tests.conftest import compose
 
-    expected = {"sd15": "creativeml-openrail-m", "sdxl": "openrail++", "pixart": "openrail++", "sd3": "other"}
+    expected = {"sd15": "creativeml-openrail-m", "sdxl": "openrail++", "pixart": "openrail++", "sd3": "other",
+                "sd35": "other", "sd35_large": "other"}
     for name, license_ in expected.items():
         cfg = validate(compose([f"backbone={name}", "data.shards=[unused]"]))
         meta, snippet = card_parts(model_card(cfg, recipe(cfg, 10), None))

@@ -25,6 +25,20 @@ def test_a_sweep_plans_one_row_per_point_and_a_total(capsys):
     assert "total: 4 job(s)" in out and "FLOP-based estimate" in out
 
 
+def test_sd35_plans_are_labelled_estimates_that_grow_with_the_transformer(capsys):
+    """SD3.5 Medium (2.24 B transformer parameters + 13 image-only attentions) costs more than SD3 Medium
+    (2.03 B), Large (8.06 B) more than both; no full-size measurement of them exists, so each is a FLOP
+    estimate and says so."""
+    hours = {}
+    for backbone in ("sd3", "sd35", "sd35_large"):
+        assert plan.main([f"backbone={backbone}"]) == 0
+        out = capsys.readouterr().out
+        assert "FLOP-based estimate (not measured)" in out
+        hours[backbone] = float(out.split("data batches, ")[1].split(" GPU-hours")[0])
+    assert hours["sd3"] < hours["sd35"] < hours["sd35_large"]
+    assert hours["sd35_large"] / hours["sd3"] == pytest.approx(8.06 / 2.03, rel=0.1)  # 2 x parameters x tokens
+
+
 def test_a_command_line_list_replaces_the_file_list(capsys):
     assert plan.main(["-m", "experiment=fig5h_k", "phases=k8,k16"]) == 0
     out = capsys.readouterr().out

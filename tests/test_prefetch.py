@@ -210,5 +210,7 @@ def test_a_dry_run_of_sd3_says_its_repository_is_gated_and_what_to_do(tmp_path, 
     assert main(["--dry-run", "--cache", str(tmp_path), "backbone=sd3"]) == 0
     out = capsys.readouterr().out
     assert "stabilityai/stable-diffusion-3-medium-diffusers is gated" in out and "hf auth login" in out
+    assert main(["--dry-run", "--cache", str(tmp_path), "backbone=sd35"]) == 0
+    assert "stabilityai/stable-diffusion-3.5-medium is gated" in capsys.readouterr().out
     assert main(["--dry-run", "--cache", str(tmp_path), "backbone=sd15"]) == 0
     assert "gated" not in capsys.readouterr().out

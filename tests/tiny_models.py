@@ -166,10 +166,11 @@ def build_tiny_pixart(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_tiny_sd3(path: Path, seed: int = 0, with_t5: bool = False) -> Path:
+def build_tiny_sd3(path: Path, seed: int = 0, with_t5: bool = False, mmdit_x: bool = False) -> Path:
     """A tiny SD3 (MMDiT, flow matching) pipeline: two CLIP encoders with projection, optionally a T5
     (without it the pipeline uses zeros for the T5 tokens, as Flash SD3 without ``USE_T5``), a VAE
-    with ``shift_factor``, and a FlowMatchEuler scheduler with SD3's shift 3."""
+    with ``shift_factor``, and a FlowMatchEuler scheduler with SD3's shift 3. ``mmdit_x``: SD3.5 Medium's
+    MMDiT-X, the first block with the image-only second attention (``attn2``), QK RMS norm in both."""
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
     text_encoder = tiny_clip_encoder(CLIPTextModelWithProjection, tokenizer)
@@ -179,6 +180,7 @@ def build_tiny_sd3(path: Path, seed: int = 0, with_t5: bool = False) -> Path:
         sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=joint_dim,
         pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16,
+        **({"dual_attention_layers": (0,), "qk_norm": "rms_norm"} if mmdit_x else {}),
     )
     vae = tiny_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
     tokenizer_3 = text_encoder_3 = None

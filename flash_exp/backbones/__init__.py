@@ -5,7 +5,7 @@
 | ``sd`` | :mod:`.sd` | UNet (eps / v) | diffusers LoRA, ``pipe.load_lora_weights`` |
 | ``sdxl`` | :mod:`.sdxl` | UNet, two CLIP encoders, micro-conditioning | diffusers LoRA, ``pipe.load_lora_weights`` |
 | ``pixart`` | :mod:`.pixart` | PixArt-alpha transformer, T5 | PEFT adapter, ``PeftModel.from_pretrained`` |
-| ``sd3`` | :mod:`.sd3` | MMDiT, flow matching | diffusers LoRA, ``pipe.load_lora_weights`` |
+| ``sd3`` | :mod:`.sd3` | MMDiT (SD3, SD3.5 Large), MMDiT-X (SD3.5 Medium), flow matching | diffusers LoRA, ``pipe.load_lora_weights`` |
 
 Imports are lazy: ``flash_exp.backbones.hub`` (the weights source) loads without torch or diffusers.
 """

@@ -1,5 +1,9 @@
 """Stable Diffusion 3 (family ``sd3``, prediction ``flow``): ``SD3Transformer2DModel`` (MMDiT), flow matching.
 
+SD3.5 (``backbone=sd35``, ``sd35_large``) is this family: its MMDiT-X dual attention blocks (an image-only
+``attn2`` beside the joint attention) and QK RMS norm are options of ``SD3Transformer2DModel`` read from the
+checkpoint's config (``dual_attention_layers``, ``qk_norm``), so nothing here depends on them.
+
 - Parametrisation: the model predicts the velocity v = eps - x0 at x_t = (1 - s) x0 + s eps with
   s = t / 1000; :class:`~flash_exp.backbones.noise_schedule.NoiseSchedule` (``flow``) turns it into
   x0 = x_t - s v. Every loss of the method (distillation, GAN re-noising, DMD) works on x0, so the DMD

@@ -23,6 +23,7 @@ import torch
 from flash_exp.bench.full_size import (
     BACKBONES,
     GPU_PRESETS,
+    PAPER_BACKBONES,
     bench_full_size,
     default_cases,
     evaluation_throughput,
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-eval", action="store_true", help="skip the evaluation throughput section")
     full = parser.add_argument_group("full size", "the paper backbones' real architectures (random weights)")
     full.add_argument("--full-size", action="store_true", help="bench the full-size backbones instead")
-    full.add_argument("--cases", default=",".join(BACKBONES), help=f"backbones, comma-separated: {', '.join(BACKBONES)}")
+    full.add_argument("--cases", default=",".join(PAPER_BACKBONES),
+                      help=f"backbones, comma-separated: {', '.join(BACKBONES)} (default: {', '.join(PAPER_BACKBONES)})")
     full.add_argument("--presets", default=None,
                       help=f"memory presets, comma-separated (default: {', '.join(GPU_PRESETS)} on a GPU, cpu on a CPU)")
     full.add_argument("--resolution", type=int, default=None, help="pixels (default: each backbone's paper resolution)")

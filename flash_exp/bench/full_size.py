@@ -31,7 +31,8 @@ from flash_exp.bench.architectures import model_specs, parameter_count, text_enc
 from flash_exp.bench.steps import StepRunner, time_steps
 from flash_exp.config import TrainConfig, compose_train_config
 
-BACKBONES = ("sd15", "sdxl", "pixart", "sd3")
+PAPER_BACKBONES = ("sd15", "sdxl", "pixart", "sd3")  # the default cases
+BACKBONES = (*PAPER_BACKBONES, "sd35", "sd35_large")
 GPU_PRESETS = ("gpu24", "gpu40", "gpu80")
 CARD_BYTES = {"gpu24": 24e9, "gpu40": 40e9, "gpu80": 80e9}  # the card each preset is meant for
 PHASE3 = 3  # the step index that lies in phase 3 when every phase is one batch long
@@ -348,6 +349,6 @@ def results_json(results: list[CaseResult]) -> list[dict]:
     return [asdict(r) for r in results]
 
 
-__all__ = ["BACKBONES", "CARD_BYTES", "GPU_PRESETS", "Case", "CaseResult", "bench_full_size", "card_check",
+__all__ = ["BACKBONES", "CARD_BYTES", "GPU_PRESETS", "PAPER_BACKBONES", "Case", "CaseResult", "bench_full_size", "card_check",
            "case_config", "default_cases", "evaluation_throughput", "gpu_weights_bytes", "phase3_mean_index",
            "prepare_backbone", "prepare_step", "results_json", "run_case", "write_random_vgg16"]
