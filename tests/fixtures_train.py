@@ -36,6 +36,7 @@ TINY_OVERRIDES = {
     "sdxl": [],
     "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
     "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
+    "flux": ["backbone.discriminator.feature_module=transformer_blocks.0"],
 }
 PROMPTS = ["a red circle", "a blue square"]
 

@@ -1,0 +1,183 @@
+"""FLUX.1 on tiny ``FluxTransformer2DModel`` pipelines saved with ``save_pretrained`` and loaded through the
+local-directory path: text conditioning, the resolution-dependent shift, the guidance embedding (one
+call) against true CFG (two calls), and held-out checks against a plain ``FluxPipeline``: the teacher's
+K-step rollout, and the exported LoRA against the in-memory student."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures_train import PROMPTS, backbone_cfg
+
+TINY = {"flux": "flux", "flux_schnell": "flux_schnell"}  # guidance embedding / none (true CFG)
+
+
+@pytest.fixture(scope="module")
+def flux(tiny_dir):
+    """``flux(name)``: (backbone, directory) on the tiny pipeline ``name`` (built once per module)."""
+    from flash_exp.backbones import build_backbone
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            directory = tiny_dir(name)
+            cache[name] = build_backbone(backbone_cfg("flux", directory).backbone), directory
+        return cache[name]
+
+    return get
+
+
+def plain_pipeline(directory, lora_dir=None):
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(directory, torch_dtype=torch.float32)
+    if lora_dir is not None:
+        pipe.load_lora_weights(str(lora_dir), adapter_name="flash")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pack(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h/2 * w/2, 4C), 2x2 patches row-major, channels then patch row then column."""
+    b, c, h, w = z.shape
+    return z.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), 4 * c)
+
+
+def unpack(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    b = x.shape[0]
+    return x.reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+def noise(seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_flux_condition_is_the_pipelines_t5_tokens_and_clip_pooled_output(flux):
+    bb, directory = flux("flux")
+    cond = bb.encode_prompts(PROMPTS)
+    pipe = plain_pipeline(directory)
+    embeds, pooled, text_ids = pipe.encode_prompt(PROMPTS, None, device=torch.device("cpu"), max_sequence_length=512)
+    # the same encoders in another module instance: equal up to float32 summation order
+    torch.testing.assert_close(cond.kwargs["encoder_hidden_states"], embeds, rtol=0, atol=1e-4)
+    torch.testing.assert_close(cond.kwargs["pooled_projections"], pooled, rtol=0, atol=1e-4)
+    assert embeds.shape == (2, 512, 32) and pooled.shape == (2, 32) and not text_ids.any()
+    tokens = pipe.tokenizer(PROMPTS, padding="max_length", max_length=16, return_tensors="pt").input_ids
+    torch.testing.assert_close(pooled, pipe.text_encoder(tokens).pooler_output)
+
+
+def test_flux_schedule_shifts_with_the_image_sequence_length(flux):
+    """mu = 0.5 + (1.15 - 0.5) (L - 256) / (4096 - 256) for L packed tokens (calculate_shift's line), and
+    sigma = e^mu / (e^mu + 1/s - 1) on s = linspace(1, 1/K, K), as FluxPipeline sets its scheduler."""
+    bb, _ = flux("flux")
+    seq = (32 // 2 // 2) ** 2  # 32 px, VAE factor 2, 2x2 packing: 64 tokens
+    mu = 0.5 + (1.15 - 0.5) * (seq - 256) / (4096 - 256)
+    assert bb.mu == pytest.approx(mu, abs=1e-12)
+    teacher = bb.make_scheduler("teacher")
+    teacher.set_timesteps(8)
+    s = np.linspace(1.0, 1 / 8, 8)
+    expected = math.exp(mu) / (math.exp(mu) + 1 / s - 1)
+    np.testing.assert_allclose(teacher.sigmas[:-1].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(teacher.timesteps.numpy(), expected * 1000, rtol=1e-5)
+    # the GAN levels and DMD draws read on the same shift: e^mu s / (1 + (e^mu - 1) s)
+    t = torch.tensor([10.0, 250.0, 500.0, 750.0])
+    k = math.exp(mu)
+    np.testing.assert_allclose(bb.schedule.shift_timesteps(t).numpy(),
+                               [1000 * k * v / (1 + (k - 1) * v) for v in (0.01, 0.25, 0.5, 0.75)], rtol=1e-5)
+    # the 1024 px FLUX.1-dev resolution: 4096 tokens, mu = 1.15
+    assert bb.mu != pytest.approx(1.15)
+    from flash_exp.backbones.flux import sequence_shift
+
+    assert sequence_shift(dict(bb.base_scheduler_config), (1024 // 8 // 2) ** 2) == pytest.approx(1.15)
+
+
+def test_flux_denoiser_packs_the_latents_with_the_pipelines_image_ids(flux):
+    """Our velocity at (B, C, h, w) latents equals the transformer on 2x2-packed latents (packing written
+    out here) with row/column image ids and zero text ids, unpacked; timestep t / 1000."""
+    bb, _ = flux("flux")
+    cond = bb.encode_prompts(PROMPTS)
+    z, t = noise(1), torch.tensor([700.0, 700.0])
+    ids = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1).reshape(64, 2)
+    img_ids = torch.cat([torch.zeros(64, 1), ids], dim=1)
+    with torch.no_grad(), bb.adapter(False):
+        ours = bb.denoise(z, t, bb.with_guidance(cond, 2.5))
+        raw = bb.transformer(hidden_states=pack(z), timestep=t / 1000, guidance=torch.full((2,), 2.5),
+                             encoder_hidden_states=cond.kwargs["encoder_hidden_states"],
+                             pooled_projections=cond.kwargs["pooled_projections"], txt_ids=torch.zeros(512, 3),
+                             img_ids=img_ids, return_dict=False)[0]
+    torch.testing.assert_close(ours, unpack(raw, 4, 16, 16), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["flux", "flux_schnell"])
+def test_held_out_pipeline_ends_where_the_teacher_rollout_ends(flux, name):
+    """A plain FluxPipeline from the saved tiny model, started from our latents (packed), with our K and
+    guidance, lands where our K-step teacher rollout lands. FLUX.1-dev's shape: guidance_scale=w is the
+    embedding, one teacher call per step; without the embedding: true CFG (true_cfg_scale=w with the
+    empty prompt), two calls per step."""
+    from flash_exp.method import build_distiller
+
+    bb, directory = flux(name)
+    distiller = build_distiller(bb, backbone_cfg("flux", directory))
+    cond, null = bb.encode_prompts(PROMPTS), bb.null_condition(2)
+    k, w, x_t = 6, 3.0, noise(2)
+    before = bb.teacher_samples
+    ours = distiller.teacher_rollout(x_t, torch.zeros(2, dtype=torch.long), k, cond, null, torch.full((2,), w))
+    calls = (bb.teacher_samples - before) // 2
+    assert calls == (k if name == "flux" else 2 * k)
+    pipe = plain_pipeline(directory)
+    kwargs = {"guidance_scale": w} if name == "flux" else {"true_cfg_scale": w, "negative_prompt": ""}
+    with torch.no_grad():
+        if name == "flux_schnell":
+            kwargs.update(negative_prompt_embeds=null.kwargs["encoder_hidden_states"],
+                          negative_pooled_prompt_embeds=null.kwargs["pooled_projections"])
+            del kwargs["negative_prompt"]
+        packed = pipe(prompt_embeds=cond.kwargs["encoder_hidden_states"],
+                      pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=pack(x_t),
+                      num_inference_steps=k, height=32, width=32, output_type="latent", **kwargs).images
+    diff = (unpack(packed, 4, 16, 16) - ours).abs().max().item()
+    print(f"{name}: teacher rollout vs FluxPipeline, K={k}, w={w}: max abs {diff:.2e}")
+    assert diff <= 1e-4
+    if name == "flux":  # the embedding matters: another w ends elsewhere
+        other = distiller.teacher_rollout(x_t, torch.zeros(2, dtype=torch.long), k, cond, null, torch.full((2,), 1.0))
+        assert (other - ours).abs().max() > 1e-3
+
+
+def test_exported_lora_in_flux_pipeline_is_the_in_memory_student(flux, tmp_path):
+    from flash_exp.backbones.common import lora_layers
+    from flash_exp.backbones.lora_files import lora_file_modules
+
+    bb, directory = flux("flux")
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in bb.trainable_parameters():  # a student that differs from the teacher
+            p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    path = bb.export(tmp_path / "export")
+    pipe = plain_pipeline(directory, tmp_path / "export")
+    attached = {n for n, m in pipe.transformer.named_modules() if m in set(lora_layers(pipe.transformer))}
+    in_file = lora_file_modules(path)
+    assert len(attached) == len(in_file) == bb.num_lora_layers() > 0
+    cond = bb.encode_prompts(PROMPTS)
+    for nfe in (1, 4):
+        x = noise(3)
+        sched = bb.make_scheduler("student")
+        sched.set_timesteps(nfe)
+        with torch.no_grad(), bb.adapter(True):
+            for t in sched.timesteps:
+                x = sched.step(bb.denoise(x, t.expand(2), cond), t, x, return_dict=False)[0]
+            packed = pipe(prompt_embeds=cond.kwargs["encoder_hidden_states"],
+                          pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=pack(noise(3)),
+                          num_inference_steps=nfe, height=32, width=32, guidance_scale=bb.cfg.student_guidance,
+                          output_type="latent").images
+        diff = (unpack(packed, 4, 16, 16) - x).abs().max().item()
+        print(f"student {nfe} NFE vs FluxPipeline + exported LoRA: max abs {diff:.2e}")
+        assert diff <= 1e-5
+    base = plain_pipeline(directory)
+    with torch.no_grad():
+        teacher = base(prompt_embeds=cond.kwargs["encoder_hidden_states"],
+                       pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=pack(noise(3)), num_inference_steps=4, height=32, width=32,
+                       guidance_scale=bb.cfg.student_guidance, output_type="latent").images
+    assert (unpack(teacher, 4, 16, 16) - x).abs().max() > 1e-3  # the LoRA is applied
