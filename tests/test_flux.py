@@ -13,6 +13,8 @@ import torch
 
 from tests.fixtures_train import PROMPTS, backbone_cfg
 
+pytest_plugins = ["tests.fixtures_eval"]
+
 TINY = {"flux": "flux", "flux_schnell": "flux_schnell"}  # guidance embedding / none (true CFG)
 
 
@@ -181,3 +183,74 @@ def test_exported_lora_in_flux_pipeline_is_the_in_memory_student(flux, tmp_path)
                        pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=pack(noise(3)), num_inference_steps=4, height=32, width=32,
                        guidance_scale=bb.cfg.student_guidance, output_type="latent").images
     assert (unpack(teacher, 4, 16, 16) - x).abs().max() > 1e-3  # the LoRA is applied
+
+
+# ---------------------------------------------------------------------------------- end to end
+def flux_train_args(directory, shards: list[str], *extra: str) -> list[str]:
+    from tests.fixtures_train import TINY_OVERRIDES, train_overrides
+
+    return ["backbone=flux", f"backbone.pretrained={directory}", "backbone.resolution=32", "backbone.lora.rank=4",
+            "backbone.lora.alpha=2", "backbone.discriminator.head=generic", "backbone.discriminator.channels=[16,32]",
+            "loss.distill.type=l2", *TINY_OVERRIDES["flux"], *train_overrides(shards),
+            *extra]
+
+
+def toy_evaluation(clip_dir, heldout: list[str], cache) -> list[str]:
+    """The toy benchmark on 4 images of the student at 1 NFE, scored by a random toy CLIP."""
+    return ["eval.after_train=true", "+eval.settings.device=cpu", "+eval.settings.batch_size=4",
+            "+eval.settings.student_nfe=[1]", "+eval.settings.teacher_nfe=[]", "+eval.settings.teacher_full=false",
+            f"+eval.settings.toy_clip_dir={clip_dir}", f"+eval.settings.cache_dir={cache}",
+            "+eval.options.toy.num_images=4", f"+eval.options.toy.toy.shards=[{','.join(heldout)}]"]
+
+
+@pytest.mark.slow
+def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp_path, tiny_dir, tiny_shards,
+                                                                             toy_clip_dir, toy_shards):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from flash_exp.config import validate
+    from flash_exp.train import train
+    from tests.conftest import REPO, compose
+
+    directory = tiny_dir("flux")
+    run = tmp_path / "cli"
+    args = [*flux_train_args(directory, tiny_shards, "trainer.max_steps=2"),
+            *toy_evaluation(toy_clip_dir, toy_shards, tmp_path / "cache"), f"hydra.run.dir={run}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
+    complete = json.loads((run / "COMPLETE").read_text())
+    assert complete["steps"] == 2 and complete["results"] == ["eval/toy/student_nfe1.json"]
+    result = json.loads((run / "eval" / "toy" / "student_nfe1.json").read_text())
+    assert result["guidance"] == 3.5 and result["model"]["family"] == "flux"  # the student at its guidance input
+    print("toy evaluation:", {k: result[k] for k in ("fid", "clip_score", "images_generated")})
+
+    def cfg(steps: int):
+        return validate(compose(flux_train_args(directory, tiny_shards, f"trainer.max_steps={steps}",
+                                                "trainer.checkpoint_every=1")))
+
+    train(cfg(2), tmp_path / "straight")
+    train(cfg(1), tmp_path / "resumed")
+    train(cfg(2), tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for r in ("straight", "resumed"))
+    assert a["global_step"] == b["global_step"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "backbone.family") == "flux"
+
+
+@pytest.mark.parametrize("method", ["lcm", "dmd2"])
+def test_flux_refuses_the_diffusion_only_methods_as_sd3_does(tmp_path, method):
+    from flash_exp.config import ConfigError, validate
+    from tests.conftest import compose
+
+    with pytest.raises(ConfigError, match=f"method='{method}'.*not 'flux'; use method=flash"):
+        validate(compose(["backbone=flux", f"method={method}", "data.shards=[x]"]))
