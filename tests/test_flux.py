@@ -254,3 +254,74 @@ def test_flux_refuses_the_diffusion_only_methods_as_sd3_does(tmp_path, method):
 
     with pytest.raises(ConfigError, match=f"method='{method}'.*not 'flux'; use method=flash"):
         validate(compose(["backbone=flux", f"method={method}", "data.shards=[x]"]))
+
+
+# ---------------------------------------------------------------------------------- config, prefetch, plan
+def test_flux_config_is_flux1_dev_with_its_guidance_embedding_at_3_5():
+    from flash_exp.config import validate
+    from tests.conftest import compose
+
+    cfg = validate(compose(["backbone=flux", "data.shards=[x]"]))
+    b = cfg.backbone
+    assert (b.family, b.pretrained, b.prediction, b.resolution) == ("flux", "black-forest-labs/FLUX.1-dev", "flow", 1024)
+    assert list(b.guidance_range) == [3.5, 3.5] and b.student_guidance == 3.5 == b.teacher_sampling.guidance
+    assert (b.discriminator.input, b.discriminator.head) == ("output", "flash_strided")
+
+
+def test_flux_lora_targets_exist_in_the_full_size_transformer():
+    """Every configured target names linears of the FLUX.1-dev transformer (built on the meta device from
+    its published config: 19 double-stream and 38 single-stream blocks)."""
+    from diffusers import FluxTransformer2DModel
+
+    from flash_exp.config import validate
+    from tests.conftest import compose
+
+    targets = validate(compose(["backbone=flux", "data.shards=[x]"])).backbone.lora.targets
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(num_layers=19, num_single_layers=38, guidance_embeds=True)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(11.9e9, rel=0.01)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for target in targets:
+        assert any(n == target or n.endswith("." + target) for n in names), target
+
+
+def test_prefetch_lists_flux_dev_and_says_it_is_gated(tmp_path, capsys):
+    from flash_exp.config import compose_train_config
+    from flash_exp.prefetch import main, plan
+
+    items, _ = plan(compose_train_config(["backbone=flux"]))
+    assert (items[0].what, items[0].name) == ("teacher", "black-forest-labs/FLUX.1-dev")
+    assert main(["--dry-run", "--cache", str(tmp_path), "backbone=flux"]) == 0
+    out = capsys.readouterr().out
+    assert "black-forest-labs/FLUX.1-dev is gated" in out and "hf auth login" in out
+
+
+def test_offline_error_names_flux_dev_and_its_gate(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from flash_exp.backbones.hub import TeacherNotFoundError, resolve_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(TeacherNotFoundError) as err:
+        resolve_pretrained("black-forest-labs/FLUX.1-dev")
+    assert "backbone.pretrained=DIR" in str(err.value) and "FLUX.1-dev is gated" in str(err.value)
+    with pytest.raises(TeacherNotFoundError) as err:
+        resolve_pretrained("black-forest-labs/FLUX.1-schnell")
+    assert "gated" not in str(err.value)
+
+
+def test_plan_prints_flux_gpu_hours_as_estimates(capsys):
+    """One guided teacher call of FLUX.1-dev is one evaluation (the guidance embedding), not two (CFG)."""
+    from flash_exp.config import validate
+    from flash_exp.method.cost import expected_rollout_steps
+    from flash_exp.plan import main
+    from tests.conftest import compose
+
+    assert main(["backbone=flux"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-h" in out and "estimate (not measured)" in out and "125 TFLOP per denoiser forward at 1024 px" in out
+    cfg = validate(compose(["backbone=flux", "data.shards=[x]"]))
+    first = out.splitlines()[1].split()
+    # phase 0: the rollout's E[K - i] calls of B samples, plus the discriminator's two feature passes
+    assert float(first[6].split("/")[0]) == pytest.approx(1 * expected_rollout_steps(cfg, 0) + 2, abs=0.05)
