@@ -325,3 +325,19 @@ def test_plan_prints_flux_gpu_hours_as_estimates(capsys):
     first = out.splitlines()[1].split()
     # phase 0: the rollout's E[K - i] calls of B samples, plus the discriminator's two feature passes
     assert float(first[6].split("/")[0]) == pytest.approx(1 * expected_rollout_steps(cfg, 0) + 2, abs=0.05)
+
+
+def test_full_size_flux_architecture_has_the_published_sizes():
+    """The shipped FLUX.1-dev configs, counted on the meta device: the 11.9B transformer, the 16-channel
+    VAE (84M), CLIP-L (123M) and T5-XXL shortened to one block; the scheduler's dynamic shift gives
+    mu = 1.15 at 1024 px."""
+    from flash_exp.backbones.flux import sequence_shift
+    from flash_exp.bench.architectures import model_specs, parameter_count, pipelines
+
+    sizes = {s.attr: parameter_count(s) for s in model_specs("flux")}
+    assert sizes["transformer"] == pytest.approx(11.9e9, rel=0.005)
+    assert sizes["vae"] == pytest.approx(83.8e6, rel=0.005)
+    assert sizes["text_encoder"] == pytest.approx(123.1e6, rel=0.005)
+    assert [s.layers for s in model_specs("flux") if s.attr == "text_encoder_2"] == [1]
+    scheduler = pipelines()["flux"]["scheduler"][1]
+    assert scheduler["use_dynamic_shifting"] and sequence_shift(scheduler, (1024 // 8 // 2) ** 2) == pytest.approx(1.15)
