@@ -114,6 +114,90 @@ def test_flux_denoiser_packs_the_latents_with_the_pipelines_image_ids(flux):
     torch.testing.assert_close(ours, unpack(raw, 4, 16, 16), rtol=0, atol=0)
 
 
+def test_flux_student_x0_is_the_flow_estimate_its_euler_sampler_lands_on(flux):
+    """x0 = x_t - sigma v with sigma = t / 1000 of the shifted schedule, no consistency scalings; the
+    student's last Euler step (to sigma = 0) lands on that same x0."""
+    from flash_exp.method import build_distiller
+
+    bb, directory = flux("flux")
+    distiller = build_distiller(bb, backbone_cfg("flux", directory))
+    cond = bb.encode_prompts(PROMPTS)
+    student = bb.make_scheduler("student")
+    student.set_timesteps(4)
+    with torch.no_grad():
+        for i, t in enumerate(student.timesteps):
+            x_t = noise(30 + i)
+            with bb.adapter(True):
+                v = bb.denoise(x_t, t.expand(2), cond)
+            torch.testing.assert_close(distiller.student_x0(x_t, t.expand(2), cond), x_t - student.sigmas[i] * v,
+                                       rtol=0, atol=1e-6)
+        t = student.timesteps[-1]
+        x_t = noise(40)
+        with bb.adapter(True):
+            v = bb.denoise(x_t, t.expand(2), cond)
+        torch.testing.assert_close(student.step(v, t, x_t, return_dict=False)[0],
+                                   distiller.student_x0(x_t, t.expand(2), cond), rtol=0, atol=1e-6)
+
+
+def test_flux_discriminator_reads_the_teacher_output_or_the_image_tokens(flux):
+    """input=output: the teacher's unpacked velocity (C, h, w); input=features: a double-stream block's
+    image tokens, one per packed 2x2 patch, (B, h/2 * w/2, inner dim). The generic head takes both on the
+    tiny model; at 1024 px the configured strided head reads 16 x 128 x 128 into 25 patch logits."""
+    from flash_exp.method.discriminator import DiscriminatorHead
+
+    bb, _ = flux("flux")
+    cfg = bb.cfg
+    cond = bb.encode_prompts(PROMPTS)
+    z, t = noise(4), torch.tensor([400.0, 400.0])
+    try:
+        for source in ("output", "features"):
+            cfg.discriminator.input = source
+            channels, side = bb.feature_shape()
+            with torch.no_grad():
+                feats = bb.teacher_features(z, t, cond)
+            if source == "output":
+                with bb.adapter(False):
+                    torch.testing.assert_close(feats, bb.denoise(z, t, cond))
+                assert (channels, side) == (4, 16)
+            else:
+                assert (channels, side) == (2 * 16, 8) and feats.shape == (2, 8 * 8, 32)
+            head = DiscriminatorHead("generic", channels, side, [16, 32])
+            assert head(feats).shape[0] == 2
+    finally:
+        cfg.discriminator.input = "output"
+    full = DiscriminatorHead("flash_strided", 16, 128, [64, 128, 256, 512])
+    assert full(torch.randn(1, 16, 128, 128)).shape == (1, 25)
+
+
+def test_bfloat16_with_gradient_checkpointing_trains_the_flux_lora_in_float32(tiny_dir):
+    """Base weights in bfloat16, LoRA in float32, checkpointing on: a phase-3 generator step (distillation,
+    GAN, DMD) and a discriminator step give finite LoRA gradients; the GAN levels 10/250/500/750 are read
+    through the shift e^mu s / (1 + (e^mu - 1) s)."""
+    from flash_exp.backbones import build_backbone
+    from flash_exp.method import build_distiller
+
+    cfg = backbone_cfg("flux", tiny_dir("flux"), "backbone.dtype=bfloat16", "backbone.gradient_checkpointing=true",
+                       "phases.k=[4,4,4,4]", "phases.iterations=[1,1,1,1]")
+    bb = build_backbone(cfg.backbone)
+    lora = bb.trainable_parameters()
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert {p.dtype for p in bb.parameters() if not p.requires_grad} == {torch.bfloat16}
+    bb.train()
+    distiller = build_distiller(bb, cfg)
+    z = bb.encode_images(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert z.shape == (2, 4, 16, 16)
+    loss, logs, disc_inputs = distiller.generator_loss(z, bb.encode_prompts(PROMPTS), bb.null_condition(2), 3,
+                                                       torch.Generator().manual_seed(0))
+    assert {"loss/distill", "loss/gan_generator", "loss/dmd"} <= set(logs)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lora)
+    assert any(p.grad.abs().max() > 0 for p in lora)
+    distiller.discriminator_loss(disc_inputs)[0].backward()
+    k = math.exp(bb.mu)
+    levels = [1000 * k * s / (1 + (k - 1) * s) for s in (0.01, 0.25, 0.5, 0.75)]
+    assert all(min(abs(float(t) - lv) for lv in levels) < 1e-2 for t in disc_inputs.t)
+
+
 @pytest.mark.parametrize("name", ["flux", "flux_schnell"])
 def test_held_out_pipeline_ends_where_the_teacher_rollout_ends(flux, name):
     """A plain FluxPipeline from the saved tiny model, started from our latents (packed), with our K and
