@@ -285,14 +285,17 @@ class Backbone(nn.Module, abc.ABC):
         (``student_scheduler``) applies them, so that training and sampling read the network alike."""
         return applies_boundary_condition(self.cfg.student_scheduler)
 
-    def make_scheduler(self, which: str):
-        """A fresh diffusers scheduler: ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
-        sched_cfg = {
+    def scheduler_config(self, which: str) -> SchedulerConfig:
+        """The configured scheduler ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
+        return {
             "teacher": self.cfg.teacher_scheduler,
             "student": self.cfg.student_scheduler,
             "teacher_sampling": self.cfg.teacher_sampling.scheduler,
         }[which]
-        return build_scheduler(sched_cfg, self.base_scheduler_config)
+
+    def make_scheduler(self, which: str):
+        """A fresh diffusers scheduler: ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
+        return build_scheduler(self.scheduler_config(which), self.base_scheduler_config)
 
     base_scheduler_config: dict
 

@@ -37,7 +37,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
-from flash_exp.backbones.base import build_scheduler
+from flash_exp.backbones.base import build_scheduler, scheduler_overrides
 from flash_exp.backbones.common import TransformerBackbone, cast_floats
 from flash_exp.backbones.condition import Condition
 from flash_exp.backbones.noise_schedule import NoiseSchedule
@@ -128,11 +128,10 @@ class FluxBackbone(TransformerBackbone):
 
     def make_scheduler(self, which: str):
         """As :meth:`Backbone.make_scheduler`, as a :class:`FluxFlowMatchScheduler` at this resolution's mu."""
-        sched_cfg = {"teacher": self.cfg.teacher_scheduler, "student": self.cfg.student_scheduler,
-                     "teacher_sampling": self.cfg.teacher_sampling.scheduler}[which]
+        sched_cfg = self.scheduler_config(which)
         if sched_cfg.name != "FlowMatchEulerDiscreteScheduler":
             return build_scheduler(sched_cfg, self.base_scheduler_config)
-        scheduler = FluxFlowMatchScheduler.from_config(self.base_scheduler_config, **dict(sched_cfg.kwargs))
+        scheduler = FluxFlowMatchScheduler.from_config(self.base_scheduler_config, **scheduler_overrides(sched_cfg))
         scheduler.mu = self.mu
         return scheduler
 
