@@ -48,6 +48,7 @@ BASE_LICENSES = {
     "stabilityai/stable-diffusion-3-medium-diffusers": "other",
     "stabilityai/stable-diffusion-3.5-medium": "other",
     "stabilityai/stable-diffusion-3.5-large": "other",
+    "black-forest-labs/FLUX.1-dev": "other",
 }
 # license_name and license_link of the teachers whose license is "other"
 OTHER_LICENSES = {
@@ -57,9 +58,11 @@ OTHER_LICENSES = {
     **{f"stabilityai/stable-diffusion-3.5-{size}": (
         "stabilityai-ai-community", f"https://huggingface.co/stabilityai/stable-diffusion-3.5-{size}/blob/main/LICENSE.md")
        for size in ("medium", "large")},
+    "black-forest-labs/FLUX.1-dev": (
+        "flux-1-dev-non-commercial-license", "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"),
 }
 FAMILY_TAGS = {"sd": "stable-diffusion", "sdxl": "stable-diffusion-xl", "pixart": "pixart-alpha",
-               "sd3": "stable-diffusion-3"}
+               "sd3": "stable-diffusion-3", "flux": "flux"}
 
 
 def kohya_state_dict(peft_state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -120,7 +123,7 @@ def recipe(cfg: TrainConfig, modules: int, steps: int = 4) -> dict:
                       **b.student_scheduler.kwargs},
         "steps": steps,
         "recommended_steps": [1, 2, 4],
-        "guidance_scale": 0.0,
+        "guidance_scale": b.student_guidance,
         "lora_scale": 1.0,
         "lora": {"rank": b.lora.rank, "alpha": b.lora.alpha, "targets": list(b.lora.targets), "modules": modules},
         "files": {
@@ -191,7 +194,7 @@ def load_snippet(cfg: TrainConfig, rec: dict, base: str | None, lora_ref: str) -
     return "\n".join([*head, *load,
                       f"pipe.scheduler = {sched.name}.from_config(pipe.scheduler.config{args})",
                       f"image = pipe(\"a red circle on a blue background\", num_inference_steps={rec['steps']}, "
-                      f"guidance_scale=0.0, height={b.resolution}, width={b.resolution}).images[0]",
+                      f"guidance_scale={rec['guidance_scale']}, height={b.resolution}, width={b.resolution}).images[0]",
                       'image.save("flash.png")'])
 
 

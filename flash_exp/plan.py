@@ -49,13 +49,14 @@ GPU_PEAK_FLOPS = {"h100": 989e12, "a100": 312e12, "l40s": 362e12, "a10": 125e12}
 # Share of the peak a diffusion training step reaches (an assumption, typical of UNet/DiT training).
 ASSUMED_UTILISATION = 0.35
 # FLOPs of one denoiser forward on one sample at the reference resolution (approximate): SD1.5 from its
-# published 339 G MACs at 512 px; the transformers as 2 x parameters x tokens plus attention; SDXL and
+# published 339 G MACs at 512 px; the transformers as 2 x parameters x tokens plus attention (FLUX.1:
+# 2 x 11.9e9 x (4096 + 512) + 57 blocks x 4 x 4608^2 x 3072); SDXL and
 # the toy UNet scaled from SD1.5 by parameters and latent positions. SD3.5 (config name, family sd3):
 # 2 x transformer parameters (2.24 B Medium, 8.06 B Large) x 4,429 joint tokens at 1024 px, plus the joint
 # attention and, for Medium's 13 dual attention blocks, the image-only attention over 4,096 tokens.
 DENOISER_FLOPS = {"sd": (0.68e12, 512), "sdxl": (6.0e12, 1024), "pixart": (7.2e12, 1024),
                   "sd3": (20.6e12, 1024), "sd35": (24.1e12, 1024), "sd35_large": (78.6e12, 1024),
-                  "toy": (3.2e9, 32)}
+                  "flux": (124.6e12, 1024), "toy": (3.2e9, 32)}
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,15 @@ def build_sampler(export_dir: Path, extra: list[ExtraLora], flash_weight: float 
     return pipe, cfg
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], nfe: int, resolution: int, out: Path) -> list[Path]:
-    """One image per (prompt, seed), no CFG; returns the written PNG paths."""
+def generate(pipe, prompts: list[str], seeds: list[int], nfe: int, resolution: int, out: Path,
+             guidance: float = 0.0) -> list[Path]:
+    """One image per (prompt, seed), no CFG (``guidance``: the guidance input of a guidance-distilled
+    teacher's student, ``backbone.student_guidance``); returns the written PNG paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in seeds]
     for i, prompt, seed in tqdm(jobs, desc=f"sampling {nfe} NFE", unit="img"):
-        image = pipe(prompt=prompt, num_inference_steps=nfe, guidance_scale=0.0,
+        image = pipe(prompt=prompt, num_inference_steps=nfe, guidance_scale=guidance,
                      generator=torch.Generator().manual_seed(seed), height=resolution, width=resolution).images[0]
         path = out / f"{i:04d}_{seed}.png"
         image.save(path)
@@ -99,7 +101,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     out = Path(cfg.out) if cfg.out else export_dir / "samples"
-    paths = generate(pipe, prompts, list(cfg.seeds), nfe, backbone_cfg.resolution, out)
+    paths = generate(pipe, prompts, list(cfg.seeds), nfe, backbone_cfg.resolution, out, backbone_cfg.student_guidance)
     print(f"wrote {len(paths)} images to {out}")
 
 

@@ -38,7 +38,9 @@ def tiny_dir(tmp_path_factory, tiny_sd_dir):
     builders = {"sdxl": tiny_models.build_tiny_sdxl, "pixart": tiny_models.build_tiny_pixart,
                 "sd3": tiny_models.build_tiny_sd3,
                 "sd3_t5": lambda p: tiny_models.build_tiny_sd3(p, with_t5=True),
-                "sd35": lambda p: tiny_models.build_tiny_sd3(p, mmdit_x=True)}
+                "sd35": lambda p: tiny_models.build_tiny_sd3(p, mmdit_x=True),
+                "flux": tiny_models.build_tiny_flux,
+                "flux_schnell": lambda p: tiny_models.build_tiny_flux(p, guidance_embeds=False)}
 
     def get(name: str) -> Path:
         if name not in built:

@@ -37,6 +37,7 @@ TINY_OVERRIDES = {
     "pixart": ["backbone.discriminator.feature_module=transformer_blocks.1"],
     "sd3": ["backbone.discriminator.feature_module=transformer_blocks.0"],
     "sd35": ["backbone.discriminator.feature_module=transformer_blocks.0"],
+    "flux": ["backbone.discriminator.feature_module=transformer_blocks.0"],
 }
 PROMPTS = ["a red circle", "a blue square"]
 

@@ -82,7 +82,7 @@ def entry_point(module: str, args: list[str], runs: Path, timeout: int = 600) ->
 
 @pytest.mark.parametrize(("module", "args", "expected"), [
     ("flash_exp.train", ["loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),
-    ("flash_exp.train", ["-m", "backbone=sd15,sd16"], "did you mean sd15? (its options are: pixart, sd15, sd3, sd35, sd35_large, sdxl, toy)"),
+    ("flash_exp.train", ["-m", "backbone=sd15,sd16"], "did you mean sd15? (its options are: flux, pixart, sd15, sd3, sd35, sd35_large, sdxl, toy)"),
     ("flash_exp.plan", ["experiment=methods", "loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),
     ("flash_exp.plan", ["experiment=nope"], "its options are: fig5c_guidance, "),
     ("flash_exp.prefetch", ["--dry-run", "loss.adversarial.typ=lsgan"], "did you mean loss.adversarial.type?"),

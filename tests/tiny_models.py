@@ -194,3 +194,33 @@ def build_tiny_sd3(path: Path, seed: int = 0, with_t5: bool = False, mmdit_x: bo
     )
     pipe.save_pretrained(path)
     return path
+
+
+def build_tiny_flux(path: Path, seed: int = 0, guidance_embeds: bool = True) -> Path:
+    """A tiny FLUX.1 pipeline: CLIP (pooled output) and T5 encoders, a ``FluxTransformer2DModel`` reading
+    2x2-packed 4-channel latents (in_channels 16), with the guidance embedding of FLUX.1-dev
+    (``guidance_embeds=True``) or without it (FLUX.1-schnell's shape), a VAE with ``shift_factor``, and
+    the FLUX.1-dev scheduler config (dynamic shift, mu from the image sequence length)."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = tiny_clip_encoder(CLIPTextModel, tokenizer)
+    t5_dim = 32
+    tokenizer_2 = tiny_t5_tokenizer(model_max_length=512)
+    text_encoder_2 = tiny_t5_encoder(t5_dim, len(tokenizer_2) + 8)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=t5_dim, pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6),
+    )
+    vae = tiny_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096)
+    if not guidance_embeds:  # FLUX.1-schnell's scheduler: no shift
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+    pipe.save_pretrained(path)
+    return path

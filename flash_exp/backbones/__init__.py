@@ -6,6 +6,7 @@
 | ``sdxl`` | :mod:`.sdxl` | UNet, two CLIP encoders, micro-conditioning | diffusers LoRA, ``pipe.load_lora_weights`` |
 | ``pixart`` | :mod:`.pixart` | PixArt-alpha transformer, T5 | PEFT adapter, ``PeftModel.from_pretrained`` |
 | ``sd3`` | :mod:`.sd3` | MMDiT (SD3, SD3.5 Large), MMDiT-X (SD3.5 Medium), flow matching | diffusers LoRA, ``pipe.load_lora_weights`` |
+| ``flux`` | :mod:`.flux` | FLUX transformer, packed latents, guidance embedding | diffusers LoRA, ``pipe.load_lora_weights`` |
 
 Imports are lazy: ``flash_exp.backbones.hub`` (the weights source) loads without torch or diffusers.
 """
@@ -27,6 +28,7 @@ FAMILY_CLASSES = {
     "sdxl": ("flash_exp.backbones.sdxl", "StableDiffusionXLBackbone"),
     "pixart": ("flash_exp.backbones.pixart", "PixArtBackbone"),
     "sd3": ("flash_exp.backbones.sd3", "StableDiffusion3Backbone"),
+    "flux": ("flash_exp.backbones.flux", "FluxBackbone"),
 }
 
 
@@ -48,8 +50,8 @@ def load_pipeline(cfg: BackboneConfig, lora_dir: Path | None, sampler: str = "st
     """A plain diffusers pipeline of the teacher, with the exported student loaded when given.
 
     ``sampler`` picks the scheduler: ``student`` (few-step, e.g. LCM trailing) or ``teacher_sampling``.
-    This is the route a user of the export takes (``pipe.load_lora_weights(dir)`` for SD, SDXL and
-    SD3; ``PeftModel.from_pretrained(transformer, dir)`` for PixArt); evaluation samples through it too.
+    This is the route a user of the export takes (``pipe.load_lora_weights(dir)`` for SD, SDXL,
+    SD3 and FLUX; ``PeftModel.from_pretrained(transformer, dir)`` for PixArt); evaluation samples through it too.
     """
     return backbone_class(cfg.family).load_pipeline(cfg, lora_dir, sampler)
 

@@ -92,6 +92,17 @@ class Backbone(nn.Module, abc.ABC):
     def null_condition(self, batch_size: int) -> Condition:
         """The unconditional branch of CFG: empty prompt, zero embedding or negative prompt."""
 
+    # ------------------------------------------------------------------ guidance
+    @property
+    def embeds_guidance(self) -> bool:
+        """Whether the teacher takes its guidance scale as an input (a guidance-distilled model such as
+        FLUX.1-dev): the teacher with guidance w is then one call on :meth:`with_guidance`, not CFG."""
+        return False
+
+    def with_guidance(self, cond: Condition, guidance: torch.Tensor | float) -> Condition:
+        """``cond`` with the guidance input set to ``guidance`` (float or (B,)); see :attr:`embeds_guidance`."""
+        raise ValueError(f"backbone family {self.cfg.family!r} has no guidance input; its teacher uses CFG")
+
     # ------------------------------------------------------------------ task conditioning
     # What a conditional task adds to a text condition, in the family's own denoiser arguments. Extra
     # input channels need nothing here: ``Condition.concat`` is appended to x_t by :meth:`denoise`.
@@ -274,14 +285,17 @@ class Backbone(nn.Module, abc.ABC):
         (``student_scheduler``) applies them, so that training and sampling read the network alike."""
         return applies_boundary_condition(self.cfg.student_scheduler)
 
-    def make_scheduler(self, which: str):
-        """A fresh diffusers scheduler: ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
-        sched_cfg = {
+    def scheduler_config(self, which: str) -> SchedulerConfig:
+        """The configured scheduler ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
+        return {
             "teacher": self.cfg.teacher_scheduler,
             "student": self.cfg.student_scheduler,
             "teacher_sampling": self.cfg.teacher_sampling.scheduler,
         }[which]
-        return build_scheduler(sched_cfg, self.base_scheduler_config)
+
+    def make_scheduler(self, which: str):
+        """A fresh diffusers scheduler: ``teacher`` (K-step targets), ``student`` or ``teacher_sampling``."""
+        return build_scheduler(self.scheduler_config(which), self.base_scheduler_config)
 
     base_scheduler_config: dict
 

@@ -25,12 +25,23 @@ def _offline() -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+# hub repositories behind a licence click (the SD3 family's are named by family in prefetch); FLUX.1-schnell is open
+GATED_REPOS = ("black-forest-labs/FLUX.1-dev",)
+
+
+def gated_note(name: str) -> str:
+    """What a gated teacher needs before any download: its licence accepted, then a logged-in hub client."""
+    return (f"{name} is gated: accept its licence on https://huggingface.co/{name} (logged in to the hub) and run "
+            "`hf auth login` on this machine before fetching")
+
+
 def _not_found(name: str, reason: str) -> TeacherNotFoundError:
+    gated = f" {gated_note(name)}." if name in GATED_REPOS else ""
     return TeacherNotFoundError(
         f"could not load the teacher {name!r} from the Hugging Face hub ({reason}). Without network access, "
         f"download it on a machine that has it (e.g. `hf download {name} --local-dir DIR`, or "
         f"`DiffusionPipeline.download({name!r})`), copy DIR here and pass backbone.pretrained=DIR "
-        f"(a diffusers pipeline directory holding model_index.json)."
+        f"(a diffusers pipeline directory holding model_index.json).{gated}"
     )
 
 

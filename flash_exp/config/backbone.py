@@ -10,7 +10,7 @@ from omegaconf import MISSING
 from flash_exp.config.errors import ConfigError, one_of, positive
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
-FAMILIES = ("sd", "sdxl", "pixart", "sd3")
+FAMILIES = ("sd", "sdxl", "pixart", "sd3", "flux")
 NULL_CONDITIONS = ("empty_prompt", "zero", "negative_prompt")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -90,6 +90,9 @@ class BackboneConfig:
     negative_prompt: str = ""
     gradient_checkpointing: bool = False
     guidance_range: list[float] = field(default_factory=lambda: [3.0, 13.0])  # teacher CFG, drawn U[min, max]
+    # the guidance input a guidance-distilled teacher's student is trained and sampled with (FLUX.1-dev's
+    # embedding); 0 for CFG teachers, whose students sample without guidance
+    student_guidance: float = 0.0
     lora: LoraConfig = field(default_factory=LoraConfig)
     teacher_scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     student_scheduler: SchedulerConfig = field(
@@ -118,6 +121,8 @@ class BackboneConfig:
             )
         if self.guidance_range[0] < 0:
             raise ConfigError("backbone.guidance_range", list(self.guidance_range), "must be >= 0")
+        if self.student_guidance < 0:
+            raise ConfigError("backbone.student_guidance", self.student_guidance, "must be >= 0")
         positive("backbone.teacher_sampling.steps", self.teacher_sampling.steps)
         one_of("backbone.discriminator.input", self.discriminator.input, DISCRIMINATOR_INPUTS)
         one_of("backbone.discriminator.head", self.discriminator.head, DISCRIMINATOR_HEADS)

@@ -62,8 +62,9 @@ def resolve_device(name: str) -> torch.device:
 
 def sampler_settings(backbone: BackboneConfig, student_nfe: list[int], teacher_nfe: list[int],
                      teacher_full: bool) -> list[SamplerSetting]:
-    """Student at each NFE without CFG; teacher at each NFE (and its full budget) with its guidance."""
-    settings = [SamplerSetting("student", n, 0.0) for n in dict.fromkeys(student_nfe)]
+    """Student at each NFE without CFG (a guidance-distilled teacher's student: at its guidance input,
+    ``backbone.student_guidance``); teacher at each NFE (and its full budget) with its guidance."""
+    settings = [SamplerSetting("student", n, backbone.student_guidance) for n in dict.fromkeys(student_nfe)]
     steps = list(teacher_nfe) + ([backbone.teacher_sampling.steps] if teacher_full else [])
     guidance = float(backbone.teacher_sampling.guidance)
     return settings + [SamplerSetting("teacher", n, guidance) for n in dict.fromkeys(steps)]

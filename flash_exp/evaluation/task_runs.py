@@ -196,7 +196,7 @@ def evaluate_task(backbone: Backbone, task: Task, cfg: TrainConfig, student_nfe:
         net, note = optional_lpips(lpips_weights)
         if net is None:
             notes["lpips_note"] = note
-    settings = [SamplerSetting("student", n, 0.0) for n in (student_nfe or list(cfg.trainer.sample_nfe))]
+    settings = [SamplerSetting("student", n, cfg.backbone.student_guidance) for n in (student_nfe or list(cfg.trainer.sample_nfe))]
     if teacher:
         ts = cfg.backbone.teacher_sampling
         settings.append(SamplerSetting("teacher", ts.steps, ts.guidance))

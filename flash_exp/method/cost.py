@@ -24,6 +24,13 @@ from flash_exp.config import DMD2Config, TrainConfig
 
 STUDENT_UPDATE = 3.0  # a forward and its backward, in forwards
 CFG_CALL = 2.0  # one guided teacher call: conditional and null halves, 2B samples
+EMBEDDED_GUIDANCE_CALL = 1.0  # a guidance-distilled teacher (FLUX.1-dev): w is an input, B samples
+
+
+def guided_call(cfg: TrainConfig) -> float:
+    """Teacher evaluations of one guided call: one for a guidance-distilled teacher, whose student keeps a
+    guidance input (``backbone.student_guidance > 0``), two (CFG) otherwise."""
+    return EMBEDDED_GUIDANCE_CALL if cfg.backbone.student_guidance > 0 else CFG_CALL
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ def flash_cost(cfg: TrainConfig, phase: int) -> BatchCost:
     adversarial = adv.enabled and adv.weight[phase] > 0
     gan = adv.enabled and (adversarial or adv.train_in_warmup)
     real_score = dmd.enabled and dmd.weight[phase] > 0
-    teacher = CFG_CALL * expected_rollout_steps(cfg, phase) + (2.0 if gan else 0.0) + (CFG_CALL if real_score else 0.0)
+    call = guided_call(cfg)
+    teacher = call * expected_rollout_steps(cfg, phase) + (2.0 if gan else 0.0) + (call if real_score else 0.0)
     # the student's update; its DMD fake score (the student without gradient); the generator's GAN
     # gradient back through the teacher's feature blocks
     others = STUDENT_UPDATE + (1.0 if real_score else 0.0) + (2.0 if adversarial else 0.0)

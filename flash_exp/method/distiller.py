@@ -47,9 +47,13 @@ def guided_output(backbone: Backbone, x_t: torch.Tensor, t: torch.Tensor, cond: 
                   null: Condition, guidance: torch.Tensor | float) -> torch.Tensor:
     """Teacher (LoRA off) output with classifier-free guidance, conditional and null in one 2B call.
 
-    out = out_null + w * (out_cond - out_null); ``guidance`` is a float or (B,) per-sample scales.
+    out = out_null + w * (out_cond - out_null); ``guidance`` is a float or (B,) per-sample scales. A
+    guidance-distilled teacher (``backbone.embeds_guidance``) takes w as an input instead: one B call.
     """
     b = x_t.shape[0]
+    if backbone.embeds_guidance:
+        with backbone.adapter(False):
+            return backbone.denoise(x_t, t, backbone.with_guidance(cond, guidance))
     with backbone.adapter(False):
         both = backbone.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([cond, null]))
     out_cond, out_null = both[:b], both[b:]

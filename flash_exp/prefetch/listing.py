@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from flash_exp.backbones.hub import GATED_REPOS, gated_note
 from flash_exp.config import ConfigError, TrainConfig, compose_train_config
 from flash_exp.prefetch.items import (
     CACHE_ENV,
@@ -86,11 +87,12 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
 
 
 def gated_teacher_note(cfg: TrainConfig, teacher: Item, state: str) -> str | None:
-    """What to do before fetching a teacher whose hub repository is gated (SD3), unless it is already here."""
-    if cfg.backbone.family not in GATED_FAMILIES or not isinstance(teacher, HubPipeline) or state == "present":
+    """What to do before fetching a teacher whose hub repository is gated (SD3, FLUX.1-dev), unless it is
+    already here."""
+    gated = cfg.backbone.family in GATED_FAMILIES or teacher.name in GATED_REPOS
+    if not gated or not isinstance(teacher, HubPipeline) or state == "present":
         return None
-    return (f"{teacher.name} is gated: accept its licence on https://huggingface.co/{teacher.name} (logged in "
-            "to the hub) and run `hf auth login` on this machine before fetching")
+    return gated_note(teacher.name)
 
 
 def eval_group(benchmarks: list[str]) -> str | None:
@@ -169,7 +171,7 @@ def prefetch(cfg: TrainConfig, cache: Path, dry_run: bool, overrides: list[str])
     if gated and failed:
         print(gated, file=sys.stderr)
     elif any("Gated" in line for line in failed):
-        print("a gated repository (SD3) needs its licence accepted on the hub and `hf auth login` first",
+        print("a gated repository (SD3, FLUX.1-dev) needs its licence accepted on the hub and `hf auth login` first",
               file=sys.stderr)
     if failed:
         return 1

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PIPELINE_MULTIPLE = {"sd": 8, "sdxl": 8, "pixart": 8, "sd3": 1}  # the pipelines' own height/width check
+PIPELINE_MULTIPLE = {"sd": 8, "sdxl": 8, "pixart": 8, "sd3": 1, "flux": 16}  # the pipelines' own height/width check (FLUX: 2x2 packing of 8x latents)
 
 
 def _config(directory: Path, *names: str) -> dict[str, Any] | None:

@@ -179,7 +179,7 @@ def write_grid(backbone: Backbone, prompts: list[str], nfe: list[int], path: Pat
     cfg = backbone.cfg
     rows, labels = [], []
     for n in nfe:
-        rows.append(sample_images(backbone, prompts, True, n, 0.0, seed, cfg.resolution))
+        rows.append(sample_images(backbone, prompts, True, n, cfg.student_guidance, seed, cfg.resolution))
         labels.append(f"student {n} NFE")
     ts = cfg.teacher_sampling
     rows.append(sample_images(backbone, prompts, False, ts.steps, ts.guidance, seed, cfg.resolution))
