@@ -303,15 +303,17 @@ def test_imagereward_matches_blip_written_out(tmp_path):
 
 
 @pytest.mark.parametrize("name, fetch", [
-    ("imagereward", "hf download THUDM/ImageReward ImageReward.pt --local-dir weights/imagereward"),
-    ("pickscore", "hf download yuvalkirstain/PickScore_v1 model.safetensors --local-dir weights/pickscore/model"),
-    ("hpsv21", "hf download xswu/HPSv2 HPS_v2.1_compressed.pt --local-dir weights/hpsv21"),
-    ("aesthetic", "improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"),
+    ("imagereward", "hf download THUDM/ImageReward ImageReward.pt med_config.json --local-dir {dir}"),
+    ("pickscore", "hf download yuvalkirstain/PickScore_v1 config.json model.safetensors --local-dir {dir}/model"),
+    ("hpsv21", "hf download xswu/HPSv2 HPS_v2.1_compressed.pt --local-dir {dir}"),
+    ("aesthetic", "-o {dir}/sac+logos+ava1-l14-linearMSE.pth https://github.com/christophschuhmann/"
+                  "improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"),
 ])
 def test_missing_weights_name_the_key_and_what_to_fetch(name, fetch, tmp_path):
     with pytest.raises(MetricUnavailable, match=rf"metric_weights\.{name}=.*does not exist") as err:
         METRICS[name].check_available(str(tmp_path / "absent"))
-    assert "python -m flash_exp.prefetch" in str(err.value) and fetch in str(err.value)
+    assert "python -m flash_exp.prefetch" in str(err.value)
+    assert fetch.format(dir=tmp_path / "absent") in str(err.value)  # the commands fill the configured directory
     assert "pip install" not in str(err.value)  # no package beyond the core dependencies
     with pytest.raises(MetricUnavailable, match=rf"metric_weights\.{name}=.* lacks "):
         METRICS[name].check_available(str(tmp_path))  # the directory exists, its files do not

@@ -49,12 +49,21 @@ class WeightFile:
         """``folder/name`` (alternatives joined by ``|``)."""
         return "|".join(f"{self.folder}/{n}" if self.folder else n for n in self.names)
 
-    def command(self, directory: str) -> str:
-        """The shell command that fetches the file into ``directory``."""
-        target = f"{directory}/{self.folder}" if self.folder else directory
-        if self.repo is None:
-            return f"curl -L --create-dirs -o {target}/{self.names[0]} {self.url}"
-        return f"hf download {self.repo} {self.names[0]} --local-dir {target}"
+
+
+def fetch_commands(files: tuple[WeightFile, ...], directory: str) -> list[str]:
+    """The shell commands that fetch ``files`` into ``directory``: one ``hf download`` per repository
+    and folder, one ``curl`` per URL."""
+    downloads: dict[tuple[str, str], list[str]] = {}
+    commands = []
+    for f in files:
+        target = f"{directory}/{f.folder}" if f.folder else directory
+        if f.repo is None:
+            commands.append(f"curl -L --create-dirs -o {target}/{f.names[0]} {f.url}")
+        else:
+            downloads.setdefault((f.repo, target), []).append(f.names[0])
+    return [f"hf download {repo} {' '.join(names)} --local-dir {target}"
+            for (repo, target), names in downloads.items()] + commands
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,8 @@ class Metric:
     """One optional metric. ``scores``: result key -> ``"higher"`` or ``"lower"`` is better; ``package``:
     the module it imports (None: none beyond our dependencies); ``extra``: the pip extra installing it
     (None: none); ``weights``: the key of ``metric_weights`` (conf/evaluate.yaml) holding its local
-    weights (None: none); ``fetch``: how to get those weights; ``pinned``: model id, weights and
+    weights (None: none); ``fetch``: how to get those weights (followed by the commands that fetch
+    ``files`` into the configured directory, when it has files); ``pinned``: model id, weights and
     preprocessing as the spec records them; ``build``: ``"module:function"`` returning the scorer,
     called with a :class:`MetricContext`; ``files``: what the weights directory must hold when it is
     assembled from several sources (empty: a hub repository's snapshot, ``hub_repo``)."""
@@ -95,14 +105,16 @@ class Metric:
                 f"pip install {install} (or remove {self.name} from the benchmark's metrics)")
         if self.weights is None:
             return
+        # a directory assembled from files: the commands that fill the configured one
+        fetch = self.fetch + "; ".join(fetch_commands(self.files, str(weights))) if self.files else self.fetch
         if weights is None or not Path(weights).expanduser().exists():
             raise MetricUnavailable(
                 f"metric {self.name!r} needs its weights at metric_weights.{self.weights}={weights!r}, which "
-                f"does not exist; nothing is downloaded at run time. {self.fetch}")
+                f"does not exist; nothing is downloaded at run time. {fetch}")
         if missing := self.missing_files(Path(weights).expanduser()):
             raise MetricUnavailable(
                 f"metric {self.name!r}: metric_weights.{self.weights}={weights!r} lacks "
-                f"{', '.join(f.describe() for f in missing)}; nothing is downloaded at run time. {self.fetch}")
+                f"{', '.join(f.describe() for f in missing)}; nothing is downloaded at run time. {fetch}")
 
     def missing_files(self, directory: Path) -> list[WeightFile]:
         """The :attr:`files` that ``directory`` lacks."""
@@ -227,9 +239,7 @@ PREFERENCE_INPUT = "the generated PNGs as saved (not cropped to eval_res), one s
 def _preference(name: str, files: tuple[WeightFile, ...], pinned: dict[str, Any]) -> Metric:
     """A preference score (higher is better, mean over images): core dependencies only, its weights a
     directory ``metric_weights.<name>`` holding ``files``."""
-    directory = f"weights/{name}"
-    fetch = ("python -m flash_exp.prefetch eval=modern fetches them, or: "
-             + "; ".join(f.command(directory) for f in files))
+    fetch = "python -m flash_exp.prefetch eval=modern fetches them, or: "  # + the commands of the files
     return Metric(name, {name: HIGHER}, package=None, extra=None, weights=name, fetch=fetch,
                   pinned={**pinned, "input": PREFERENCE_INPUT, "aggregate": "mean over images"},
                   build="flash_exp.metrics.preference:build", weights_env=f"FLASH_EXP_{name.upper()}_WEIGHTS",
