@@ -37,6 +37,10 @@ class EvaluateConfig:
     metric_weights: dict[str, str] = field(default_factory=lambda: {
         "cmmd": "${oc.env:FLASH_EXP_CMMD_WEIGHTS,weights/clip-vit-large-patch14-336}",
         "fd_dinov2": "${oc.env:FLASH_EXP_DINOV2_WEIGHTS,weights/dinov2-large}",
+        "imagereward": "${oc.env:FLASH_EXP_IMAGEREWARD_WEIGHTS,weights/imagereward}",
+        "pickscore": "${oc.env:FLASH_EXP_PICKSCORE_WEIGHTS,weights/pickscore}",
+        "hpsv21": "${oc.env:FLASH_EXP_HPSV21_WEIGHTS,weights/hpsv21}",
+        "aesthetic": "${oc.env:FLASH_EXP_AESTHETIC_WEIGHTS,weights/aesthetic}",
     })
 
     def __post_init__(self) -> None:

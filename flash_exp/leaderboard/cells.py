@@ -14,7 +14,8 @@ from flash_exp.metrics.registry import optional_scores
 from flash_exp.metrics.statistics import arrow
 
 # column names of the optional metrics' scores (the result key where none is given)
-SCORE_LABELS = {"cmmd": "CMMD", "fd_dinov2": "FD-DINOv2", "vendi": "Vendi", "lpips_diversity": "LPIPS diversity"}
+SCORE_LABELS = {"cmmd": "CMMD", "fd_dinov2": "FD-DINOv2", "vendi": "Vendi", "lpips_diversity": "LPIPS diversity",
+                "imagereward": "ImageReward", "pickscore": "PickScore", "hpsv21": "HPSv2.1", "aesthetic": "Aesthetic"}
 
 
 def sweep_summary(table: Table, sweep: str) -> tuple[list[str], list[list[str]]]:

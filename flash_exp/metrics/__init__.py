@@ -12,6 +12,7 @@ Modules, one job each:
 * :mod:`~flash_exp.metrics.noise`       the evaluation's seed rules: each image's initial noise, KID's subsets
 * :mod:`~flash_exp.metrics.draws`       a benchmark's scores over draws: means and standard deviations
 * :mod:`~flash_exp.metrics.clip_score`  open_clip models from local files and the cosine CLIP score
+* :mod:`~flash_exp.metrics.preference`  ImageReward, PickScore, HPSv2.1, aesthetic: per-image preference scores
 * :mod:`~flash_exp.metrics.toy_clip`    the shipped toy CLIP, registered with open_clip and loaded
 * :mod:`~flash_exp.metrics.prompts`     a prompt set: ordered prompts, reference images, provenance
 * :mod:`~flash_exp.metrics.coco`        COCO caption annotations -> a deterministic prompt set

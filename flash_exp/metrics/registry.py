@@ -3,7 +3,8 @@
 Every benchmark computes FID, KID, precision/recall/density/coverage and the CLIP score. A benchmark's
 ``metrics:`` list adds optional ones, each a :class:`Metric` of :data:`METRICS` keyed by that name:
 the result keys it writes and their direction, the Python package it needs and the ``pip`` extra that
-installs it, the key of ``metric_weights`` naming its local weights, and its pinned model and
+installs it, the key of ``metric_weights`` naming its local weights (and, for a weights directory
+assembled from several sources, the :class:`WeightFile` s it must hold), and its pinned model and
 preprocessing (written into the eval spec, so a change makes another hash). :func:`check_available`
 runs when a benchmark is prepared, before any image is generated. The scorer itself is built by
 ``build`` ("module:function", imported only then), which receives a :class:`MetricContext`.
@@ -30,18 +31,56 @@ class MetricUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class WeightFile:
+    """One file a metric's weights directory must hold: in ``folder`` (``""``: the directory itself), the
+    first of ``names`` present; fetched from hub repository ``repo`` (the first of ``names`` it has) or,
+    without a repository, from ``url``."""
+
+    folder: str
+    names: tuple[str, ...]
+    repo: str | None = None
+    url: str | None = None
+
+    def path(self, directory: Path) -> Path | None:
+        """The file in ``directory``, or None when none of ``names`` is there."""
+        return next((p for p in (directory / self.folder / n for n in self.names) if p.is_file()), None)
+
+    def describe(self) -> str:
+        """``folder/name`` (alternatives joined by ``|``)."""
+        return "|".join(f"{self.folder}/{n}" if self.folder else n for n in self.names)
+
+
+
+def fetch_commands(files: tuple[WeightFile, ...], directory: str) -> list[str]:
+    """The shell commands that fetch ``files`` into ``directory``: one ``hf download`` per repository
+    and folder, one ``curl`` per URL."""
+    downloads: dict[tuple[str, str], list[str]] = {}
+    commands = []
+    for f in files:
+        target = f"{directory}/{f.folder}" if f.folder else directory
+        if f.repo is None:
+            commands.append(f"curl -L --create-dirs -o {target}/{f.names[0]} {f.url}")
+        else:
+            downloads.setdefault((f.repo, target), []).append(f.names[0])
+    return [f"hf download {repo} {' '.join(names)} --local-dir {target}"
+            for (repo, target), names in downloads.items()] + commands
+
+
+@dataclass(frozen=True)
 class Metric:
     """One optional metric. ``scores``: result key -> ``"higher"`` or ``"lower"`` is better; ``package``:
-    the module it imports (None: none beyond our dependencies); ``extra``: the pip extra installing it;
-    ``weights``: the key of ``metric_weights`` (conf/evaluate.yaml) holding its local weights (None:
-    none); ``fetch``: how to get those weights; ``pinned``: model id, weights and preprocessing as the
-    spec records them; ``build``: ``"module:function"`` returning the scorer, called with a
-    :class:`MetricContext`."""
+    the module it imports (None: none beyond our dependencies); ``extra``: the pip extra installing it
+    (None: none); ``weights``: the key of ``metric_weights`` (conf/evaluate.yaml) holding its local
+    weights (None: none); ``fetch``: how to get those weights (followed by the commands that fetch
+    ``files`` into the configured directory, when it has files); ``pinned``: model id, weights and
+    preprocessing as the spec records them; ``build``: ``"module:function"`` returning the scorer,
+    called with a :class:`MetricContext`; ``files``: what the weights directory must hold when it is
+    assembled from several sources (empty: a hub repository's snapshot, ``hub_repo``)."""
 
     name: str
     scores: dict[str, str]
     package: str | None
-    extra: str
+    extra: str | None
     weights: str | None
     fetch: str
     pinned: dict[str, Any]
@@ -49,6 +88,7 @@ class Metric:
     needs_groups: bool = False  # needs images_per_prompt >= 2
     hub_repo: str | None = None  # where ``prefetch`` fetches the weights from (hugging face hub)
     weights_env: str | None = None  # the variable of offline.env that points metric_weights at them
+    files: tuple[WeightFile, ...] = ()
 
     def torch_checkpoints(self, options: dict[str, Any] | None = None) -> list[str]:
         """URLs of the torchvision checkpoints (``torch.hub`` cache) the metric loads with ``options``."""
@@ -59,15 +99,26 @@ class Metric:
         weights (the local path ``weights``) are missing; loads nothing. ``options``: the benchmark's
         options of this metric."""
         if self.package is not None and importlib.util.find_spec(self.package) is None:
+            install = f"'.[{self.extra}]'" if self.extra else self.package
             raise MetricUnavailable(
                 f"metric {self.name!r} needs the Python package {self.package!r}, which is not installed: "
-                f"pip install '.[{self.extra}]' (or remove {self.name} from the benchmark's metrics)")
+                f"pip install {install} (or remove {self.name} from the benchmark's metrics)")
         if self.weights is None:
             return
+        # a directory assembled from files: the commands that fill the configured one
+        fetch = self.fetch + "; ".join(fetch_commands(self.files, str(weights))) if self.files else self.fetch
         if weights is None or not Path(weights).expanduser().exists():
             raise MetricUnavailable(
                 f"metric {self.name!r} needs its weights at metric_weights.{self.weights}={weights!r}, which "
-                f"does not exist; nothing is downloaded at run time. {self.fetch}")
+                f"does not exist; nothing is downloaded at run time. {fetch}")
+        if missing := self.missing_files(Path(weights).expanduser()):
+            raise MetricUnavailable(
+                f"metric {self.name!r}: metric_weights.{self.weights}={weights!r} lacks "
+                f"{', '.join(f.describe() for f in missing)}; nothing is downloaded at run time. {fetch}")
+
+    def missing_files(self, directory: Path) -> list[WeightFile]:
+        """The :attr:`files` that ``directory`` lacks."""
+        return [f for f in self.files if f.path(directory) is None]
 
     def load(self, context: MetricContext) -> MetricScorer:
         module, function = self.build.split(":")
@@ -170,7 +221,63 @@ DIVERSITY = DiversityMetric(
                       "lpips_diversity": "mean LPIPS over the pairs of a prompt's images, mean over prompts"},
     build="flash_exp.metrics.diversity:build", needs_groups=True)
 
-METRICS: dict[str, Metric] = {m.name: m for m in (CMMD, FD_DINOV2, DIVERSITY)}
+# preference scores: the published weights loaded with the libraries their authors used (flash_exp.metrics.preference)
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+HPS_REPO, HPS_FILE = "xswu/HPSv2", "HPS_v2.1_compressed.pt"
+AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+AESTHETIC_URL = f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{AESTHETIC_FILE}"
+AESTHETIC_CLIP_HUB = "timm/vit_large_patch14_clip_224.openai"  # open_clip's file of ViT-L-14 "openai"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+IMAGEREWARD_REPO, IMAGEREWARD_FILE, IMAGEREWARD_CONFIG = "THUDM/ImageReward", "ImageReward.pt", "med_config.json"
+IMAGEREWARD_TOKENIZER = "bert-base-uncased"
+IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072  # ImageReward.py
+CLIP_PREPROCESS = "RGB; resize shorter side to {size} (bicubic); centre crop {size}; /255; normalise OpenAI mean/std"
+PREFERENCE_INPUT = "the generated PNGs as saved (not cropped to eval_res), one score per image with its prompt"
+
+
+def _preference(name: str, files: tuple[WeightFile, ...], pinned: dict[str, Any]) -> Metric:
+    """A preference score (higher is better, mean over images): core dependencies only, its weights a
+    directory ``metric_weights.<name>`` holding ``files``."""
+    fetch = "python -m flash_exp.prefetch eval=modern fetches them, or: "  # + the commands of the files
+    return Metric(name, {name: HIGHER}, package=None, extra=None, weights=name, fetch=fetch,
+                  pinned={**pinned, "input": PREFERENCE_INPUT, "aggregate": "mean over images"},
+                  build="flash_exp.metrics.preference:build", weights_env=f"FLASH_EXP_{name.upper()}_WEIGHTS",
+                  files=files)
+
+
+IMAGEREWARD = _preference(
+    "imagereward",
+    (WeightFile("", (IMAGEREWARD_FILE,), IMAGEREWARD_REPO), WeightFile("", (IMAGEREWARD_CONFIG,), IMAGEREWARD_REPO),
+     WeightFile("tokenizer", ("vocab.txt",), IMAGEREWARD_TOKENIZER),
+     WeightFile("tokenizer", ("tokenizer_config.json",), IMAGEREWARD_TOKENIZER)),
+    {"model": f"{IMAGEREWARD_REPO}/{IMAGEREWARD_FILE} (ImageReward-v1.0)", "tokenizer": IMAGEREWARD_TOKENIZER,
+     "library": "transformers BlipVisionModel + BlipTextModel",
+     "preprocess": CLIP_PREPROCESS.format(size=224) + "; BERT tokens padded to 35, truncated",
+     "score": f"(MLP(text_encoder(prompt, image)[CLS]) - {IMAGEREWARD_MEAN}) / {IMAGEREWARD_STD}"})
+PICKSCORE = _preference(
+    "pickscore",
+    (WeightFile("model", ("config.json",), PICKSCORE_MODEL),
+     WeightFile("model", ("model.safetensors", "pytorch_model.bin"), PICKSCORE_MODEL),
+     *(WeightFile("processor", (n,), PICKSCORE_PROCESSOR)
+       for n in ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt",
+                 "special_tokens_map.json"))),
+    {"model": PICKSCORE_MODEL, "processor": PICKSCORE_PROCESSOR, "library": "transformers CLIPModel",
+     "preprocess": "the processor's: " + CLIP_PREPROCESS.format(size=224) + "; text max_length 77",
+     "score": "logit_scale.exp() * cos(image_embedding, text_embedding)"})
+HPSV21 = _preference(
+    "hpsv21", (WeightFile("", (HPS_FILE,), HPS_REPO),),
+    {"model": "open_clip ViT-H-14", "weights": f"{HPS_REPO}/{HPS_FILE}", "library": "open_clip",
+     "preprocess": CLIP_PREPROCESS.format(size=224) + "; open_clip tokenizer, context 77",
+     "score": "cos(image_embedding, text_embedding) (hpsv2 img_score.score)"})
+AESTHETIC = _preference(
+    "aesthetic", (WeightFile("", (AESTHETIC_FILE,), url=AESTHETIC_URL), WeightFile("", OPEN_CLIP_WEIGHTS, AESTHETIC_CLIP_HUB)),
+    {"model": "open_clip ViT-L-14 openai", "head": f"improved-aesthetic-predictor {AESTHETIC_FILE}",
+     "library": "open_clip", "preprocess": CLIP_PREPROCESS.format(size=224),
+     "score": "MLP(image_embedding / ||image_embedding||)"})
+
+METRICS: dict[str, Metric] = {m.name: m for m in (CMMD, FD_DINOV2, DIVERSITY, IMAGEREWARD, PICKSCORE, HPSV21,
+                                                  AESTHETIC)}
 
 
 def directions() -> dict[str, str]:

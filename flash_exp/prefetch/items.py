@@ -2,8 +2,9 @@
 loads, each found in and fetched into the cache folder by its library's own function.
 
 The cache folder holds ``huggingface/hub`` (:class:`HubPipeline`, :class:`HubRepo`,
-:class:`OpenClipWeights`), ``cleanfid/`` (:class:`CleanFidInception`) and ``torch/``
-(:class:`TorchvisionVgg16`); a :class:`LocalPath` is named by the config and never fetched.
+:class:`OpenClipWeights`), ``cleanfid/`` (:class:`CleanFidInception`), ``torch/``
+(:class:`TorchvisionVgg16`) and ``metrics/`` (:class:`MetricFiles`: a weights directory assembled from
+several sources); a :class:`LocalPath` is named by the config and never fetched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flash_exp.config import ConfigError
 CACHE_ENV = "FLASH_EXP_CACHE"
 HUB_DIR = "huggingface/hub"
 TORCH_DIR = "torch"
+METRICS_DIR = "metrics"
 CLEANFID_DIR = "cleanfid"
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's preference
 
@@ -113,6 +115,54 @@ class MetricWeights(HubRepo):
         weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "pytorch_model.bin"
         return Path(snapshot_download(self.name, cache_dir=cache / HUB_DIR,
                                       allow_patterns=["*.json", "*.txt", weights]))
+
+    def env(self, cache: Path, path: Path) -> dict[str, str]:
+        return {self.env_var: _relative(cache, path)} if self.env_var else {}
+
+
+@dataclass
+class MetricFiles(Item):
+    """The weights directory of optional metric ``metric`` whose files come from several hub repositories
+    or URLs (``name``: them; :attr:`~flash_exp.metrics.registry.Metric.files`), assembled in
+    ``metrics/<metric>``; ``env_var`` points ``metric_weights.<metric>`` at it."""
+
+    metric: str = ""
+    env_var: str = ""
+
+    def _metric(self):
+        from flash_exp.metrics.registry import METRICS
+
+        return METRICS[self.metric]
+
+    def _path(self, cache: Path) -> Path:
+        return cache / METRICS_DIR / self.metric
+
+    def find(self, cache: Path) -> Path | None:
+        path = self._path(cache)
+        return path if path.is_dir() and not self._metric().missing_files(path) else None
+
+    def fetch(self, cache: Path) -> Path:
+        import torch.hub
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        path = self._path(cache)
+        for weight in self._metric().missing_files(path):
+            folder = path / weight.folder
+            folder.mkdir(parents=True, exist_ok=True)
+            if weight.repo is None:
+                torch.hub.download_url_to_file(str(weight.url), str(folder / weight.names[0]))
+                continue
+            *preferred, last = weight.names  # the first file the repository has
+            for name in preferred:
+                try:
+                    hf_hub_download(weight.repo, name, local_dir=folder)
+                    break
+                except EntryNotFoundError:
+                    continue
+            else:
+                hf_hub_download(weight.repo, last, local_dir=folder)
+        return path
 
     def env(self, cache: Path, path: Path) -> dict[str, str]:
         return {self.env_var: _relative(cache, path)} if self.env_var else {}

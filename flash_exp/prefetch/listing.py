@@ -22,6 +22,7 @@ from flash_exp.prefetch.items import (
     HubPipeline,
     Item,
     LocalPath,
+    MetricFiles,
     MetricWeights,
     OpenClipWeights,
     TorchHubCheckpoint,
@@ -82,6 +83,10 @@ def plan(cfg: TrainConfig) -> tuple[list[Item], list[str]]:
             if metric.hub_repo is not None:
                 wanted.append(MetricWeights(metric.name, metric.hub_repo, "evaluate",
                                             env_var=metric.weights_env or ""))
+            if metric.files:
+                sources = dict.fromkeys(f.repo or str(f.url).rsplit("/", 1)[-1] for f in metric.files)
+                wanted.append(MetricFiles(metric.name, " + ".join(sources), "evaluate", metric=metric.name,
+                                          env_var=metric.weights_env or ""))
             items.extend(w for w in wanted if not any(i.name == w.name for i in items))
     return items, coco
 
