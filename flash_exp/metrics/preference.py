@@ -155,7 +155,7 @@ class HPSv21(PreferenceScorer):
         import open_clip
 
         model = open_clip.create_model(self.model, pretrained=None, device=self.device)
-        state = torch.load(self.directory / HPS_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(self.directory / HPS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state))
         return model.eval(), clip_transform(model.visual.image_size[0]), open_clip.get_tokenizer(self.model)
 

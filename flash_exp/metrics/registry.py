@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HIGHER, LOWER = "higher", "lower"
 # the scores every benchmark computes
@@ -154,15 +154,13 @@ class ScoreInput:
     features: Any
 
 
-class MetricScorer:
+class MetricScorer(Protocol):
     """A loaded metric: :meth:`describe` the pinned settings with the weights' digest (spec entry), and
     :meth:`score` returning ``{result key: value}`` for one draw."""
 
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def describe(self) -> dict[str, Any]: ...
 
-    def score(self, batch: ScoreInput) -> dict[str, float | None]:
-        raise NotImplementedError
+    def score(self, batch: ScoreInput) -> dict[str, float | None]: ...
 
 
 CMMD = Metric(
