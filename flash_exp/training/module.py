@@ -28,6 +28,7 @@ from flash_exp.method import build_distiller
 from flash_exp.metrics.restoration import build_lpips
 from flash_exp.tasks import build_task
 from flash_exp.training.checkpoints import shape_mismatch
+from flash_exp.training.sharding import clean_name, is_fsdp, shard
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class FlashModule(L.LightningModule):
         self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
         self.skipped_names: set[str] = set()  # the distinct skipped samples of every stream
         self.teacher_evals: list[float] = []  # per batch of this process, for the running mean logged
+        # name -> shape of every trainable weight, as built (FSDP later holds them as flat shards)
+        self.trainable_shapes = {n: tuple(p.shape) for n, p in self.named_parameters() if p.requires_grad}
+        self.sharded = False  # configure_model has wrapped the denoiser in FSDP
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -78,6 +82,23 @@ class FlashModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.generator.manual_seed(self.cfg.seed + 1000 * self.global_rank)
+
+    def configure_model(self) -> None:
+        """Under ``trainer.strategy=fsdp``: the denoiser and the discriminator head sharded
+        (:func:`~flash_exp.training.sharding.shard`), and every rank's teacher rollout as long as the
+        longest (each call of the sharded denoiser gathers its weights from all ranks)."""
+        if not is_fsdp(self._trainer) or self.sharded:
+            return
+        shard(self, self.trainer.strategy.root_device)
+        self.sharded = True
+        if hasattr(self.distiller, "calls_across_ranks") and self.trainer.world_size > 1:
+            self.distiller.calls_across_ranks = self._most_over_ranks
+
+    def _most_over_ranks(self, count: int) -> int:
+        """The largest ``count`` of any rank (one all-reduce)."""
+        value = torch.tensor([count], device=self.trainer.strategy.root_device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return int(value.item())
 
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
@@ -168,11 +189,13 @@ class FlashModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in names}
+        """The weights training updates, by their names in the module (under FSDP: inside
+        :func:`~flash_exp.training.sharding.full_parameters`, or they are this rank's shards)."""
+        return {clean_name(n): p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = self.trainable_state_dict()
+        # the strategy's state dict of the module (FSDP's gathered on rank 0), trainable entries only
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_shapes}
         checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
         checkpoint["flash_data"] = {"batches": self.global_step, "counts": dict(self.data_counts)}
 
@@ -181,9 +204,13 @@ class FlashModule(L.LightningModule):
         if rng is not None:
             self.generator.set_state(rng["generator"])
             torch.set_rng_state(rng["torch"])
-        expected = {k: tuple(v.shape) for k, v in self.trainable_state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
-        differs = shape_mismatch(expected, got)
+
+    def check_fits(self, state: dict[str, torch.Tensor]) -> None:
+        """Raise ``ValueError`` naming the setting that differs unless a checkpoint's ``state`` holds
+        exactly this config's trainable weights, with their shapes. Called before the fit loads the
+        checkpoint (FSDP loads it into the sharded module before any hook sees it)."""
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        differs = shape_mismatch(self.trainable_shapes, got)
         if differs is not None:
             raise ValueError(f"the checkpoint does not fit this config: {differs} (resume with the run's own "
                              "settings, or start afresh with trainer.resume=never in another run directory)")
