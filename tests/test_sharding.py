@@ -146,6 +146,8 @@ def test_the_fsdp_units_are_the_backbones_blocks_and_the_trainable_leaves(name, 
     (["trainer.strategy=fsdp", "trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val", "null"),
     (["trainer.strategy=fsdp", "backbone=sd3", "backbone.discriminator.input=features"],
      "backbone.discriminator.input", "input=output"),
+    (["trainer.strategy=fsdp", "backbone.dtype=bfloat16", "trainer.precision=32-true"], "trainer.precision",
+     "bf16-mixed"),
 ])
 def test_strategy_settings_are_refused_before_any_weight_loads(overrides, key, says):
     from flash_exp.config import validate
