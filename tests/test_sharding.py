@@ -146,8 +146,9 @@ def test_the_fsdp_units_are_the_backbones_blocks_and_the_trainable_leaves(name, 
     (["trainer.strategy=fsdp", "trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val", "null"),
     (["trainer.strategy=fsdp", "backbone=sd3", "backbone.discriminator.input=features"],
      "backbone.discriminator.input", "input=output"),
-    (["trainer.strategy=fsdp", "backbone.dtype=bfloat16", "trainer.precision=32-true"], "trainer.precision",
-     "bf16-mixed"),
+    (["trainer.strategy=fsdp", "backbone=sd3", "backbone.dtype=bfloat16", "trainer.precision=32-true"],
+     "trainer.precision", "bf16-mixed"),
+    (["trainer.strategy=fsdp", "backbone=pixart"], "trainer.strategy", "PixArt"),
 ])
 def test_strategy_settings_are_refused_before_any_weight_loads(overrides, key, says):
     from flash_exp.config import validate
@@ -162,3 +163,17 @@ def test_gpu80_keeps_flux_frozen_weights_in_bfloat16_and_its_text_encoders_in_cp
     cfg = compose(["trainer=gpu80", "backbone=flux"])
     assert cfg.backbone.dtype == "bfloat16" and cfg.trainer.offload_frozen is True
     assert compose(["trainer=gpu80", "backbone=sd3"]).backbone.dtype == "float32"  # the paper's teachers
+
+
+def test_everything_but_the_denoiser_moves_before_fsdp_shards_it():
+    from torch import nn
+
+    from flash_exp.training.sharding import move_all_but
+
+    denoiser = nn.Linear(2, 2)
+    backbone = nn.ModuleDict({"transformer": denoiser, "vae": nn.Linear(2, 2)})
+    module = nn.ModuleDict({"backbone": backbone, "distiller": nn.ModuleDict({"backbone": backbone,
+                                                                             "head": nn.Conv2d(2, 2, 1)})})
+    move_all_but(module, denoiser, torch.device("meta"))
+    assert denoiser.weight.device.type == "cpu"
+    assert backbone["vae"].weight.device.type == module["distiller"]["head"].weight.device.type == "meta"

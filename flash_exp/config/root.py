@@ -100,6 +100,9 @@ class TrainConfig:
             raise ConfigError("backbone.discriminator.input", "features",
                               "trainer.strategy=fsdp needs backbone.discriminator.input=output: a forward pass "
                               "stopped at a block leaves FSDP's sharded blocks gathered (or use strategy auto or ddp)")
+        if self.trainer.strategy == "fsdp" and self.backbone.family == "pixart":
+            raise ConfigError("trainer.strategy", "fsdp", "does not shard PixArt (peft wraps its denoiser; "
+                              "0.6 B parameters fit every GPU whole): use strategy auto or ddp")
         if self.trainer.strategy == "fsdp" and self.backbone.dtype != "float32" and "mixed" not in str(self.trainer.precision):
             raise ConfigError("trainer.precision", self.trainer.precision,
                               f"with trainer.strategy=fsdp and backbone.dtype={self.backbone.dtype} use bf16-mixed or "

@@ -103,8 +103,9 @@ class FlashModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
         self.fit_started = time.perf_counter()
-        if self.cfg.trainer.offload_frozen and self.device.type != "cpu":
-            self.backbone.offload_frozen(self.device)
+        device = self.trainer.strategy.root_device  # under FSDP the module as a whole was never moved
+        if self.cfg.trainer.offload_frozen and device.type != "cpu":
+            self.backbone.offload_frozen(device)
 
     def _update(self, index: int, loss: torch.Tensor, logs: dict[str, float]) -> None:
         """Back-propagate ``loss`` into optimiser ``index`` of the distiller and step it; a non-finite

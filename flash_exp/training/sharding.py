@@ -72,14 +72,14 @@ def cpu_fsdp_strategy_class() -> type:
 
 
 def shard(module: nn.Module, device: torch.device) -> None:
-    """Move the training ``module`` to ``device`` and wrap its denoiser (units: the backbone's blocks and
+    """Move the training ``module`` to ``device`` (the denoiser as FSDP shards it) and wrap its denoiser (units: the backbone's blocks and
     the trainable leaves) and its discriminator head in FSDP. Raises ``ValueError`` when a trainable
     weight would stay outside FSDP (its gradients would not be averaged over the ranks)."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 
-    module.to(device)
     backbone = module.backbone
+    move_all_but(module, backbone.base_denoiser, device)  # FSDP moves the denoiser unit by unit, sharded
     policy = functools.partial(lambda_auto_wrap_policy,
                                lambda_fn=functools.partial(wraps_alone, block_names=frozenset(backbone.shard_blocks())))
     wrap = functools.partial(FSDP, auto_wrap_policy=policy, use_orig_params=True, device_id=device)
@@ -91,6 +91,17 @@ def shard(module: nn.Module, device: torch.device) -> None:
     if outside:
         raise ValueError(f"trainer.strategy=fsdp shards the denoiser's LoRA and the discriminator head; "
                          f"{len(outside)} other trainable weights would not be averaged, e.g. {outside[0]}")
+
+
+def move_all_but(module: nn.Module, kept: nn.Module, device: torch.device) -> None:
+    """Move the submodules of ``module`` to ``device``, all but ``kept`` (wherever it is reached from)."""
+    for child in module.children():
+        if child is kept:
+            continue
+        if any(m is kept for m in child.modules()):
+            move_all_but(child, kept, device)
+        else:
+            child.to(device)
 
 
 def is_fsdp(trainer) -> bool:
