@@ -106,14 +106,22 @@ def test_fsdp_trains_as_ddp_on_two_cpu_ranks(name, straight_runs):
     assert loss_diff <= TOLERANCE and weight_diff <= TOLERANCE
 
 
+# what fails (torch 2.15, Lightning 2.6.6, CPU/gloo): the optimiser state Lightning's FSDP strategy saves
+# (FSDP.optim_state_dict in its full state-dict context) holds AdamW's exp_avg equal to exp_avg_sq, so the
+# first moment is lost at each checkpoint; the weights, the step and the random states resume exactly
+FSDP_RESUME = "the saved FSDP optimiser state holds AdamW's exp_avg equal to exp_avg_sq (first moment lost)"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.xfail(strict=True,
+                                                                                          reason=FSDP_RESUME))])
 @pytest.mark.parametrize("name", sorted(MMDIT))
-def test_an_fsdp_run_resumed_after_two_steps_ends_bit_exactly_as_a_straight_one(name, straight_runs, tiny_dir,
-                                                                                two_shards, tmp_path):
-    straight = straight_runs(name)["fsdp"]
+def test_a_two_rank_run_resumed_after_two_steps_ends_bit_exactly_as_a_straight_one(name, strategy, straight_runs,
+                                                                                   tiny_dir, two_shards, tmp_path):
+    straight = straight_runs(name)[strategy]
     resumed = tmp_path / "resumed"
-    two_rank_run(name, tiny_dir(name), two_shards, "fsdp", resumed, steps=2)
-    two_rank_run(name, tiny_dir(name), two_shards, "fsdp", resumed, steps=STEPS)
+    two_rank_run(name, tiny_dir(name), two_shards, strategy, resumed, steps=2)
+    two_rank_run(name, tiny_dir(name), two_shards, strategy, resumed, steps=STEPS)
 
     assert "resuming from" in (resumed / "train.log").read_text()
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

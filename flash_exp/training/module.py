@@ -197,14 +197,32 @@ class FlashModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the strategy's state dict of the module (FSDP's gathered on rank 0), trainable entries only
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_shapes}
-        checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        generator, global_rng = self.generator.get_state(), torch.get_rng_state()
+        checkpoint["flash_rng"] = {"generator": generator, "torch": global_rng}
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every rank draws its own noise: a resume bit-exact on every rank needs each rank's state
+            # (collective: every rank dumps the checkpoint, rank 0 writes it)
+            checkpoint["flash_rng"]["per_rank"] = {"generator": self._from_every_rank(generator),
+                                                   "torch": self._from_every_rank(global_rng)}
         checkpoint["flash_data"] = {"batches": self.global_step, "counts": dict(self.data_counts)}
 
+    def _from_every_rank(self, state: torch.Tensor) -> torch.Tensor:
+        """(world size, *state.shape): ``state`` of every rank, by rank, on the CPU."""
+        gathered = self.trainer.strategy.all_gather(state.to(self.trainer.strategy.root_device))
+        return gathered.cpu()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """This rank's random states as saved (rank 0's when the checkpoint has none for this rank: a
+        single-process checkpoint, or another world size)."""
         rng = checkpoint.get("flash_rng")
-        if rng is not None:
-            self.generator.set_state(rng["generator"])
-            torch.set_rng_state(rng["torch"])
+        if rng is None:
+            return
+        per_rank = rng.get("per_rank")
+        rank, world = self.global_rank, (self.trainer.world_size if self._trainer is not None else 1)
+        if per_rank is not None and per_rank["generator"].shape[0] == world:
+            rng = {"generator": per_rank["generator"][rank], "torch": per_rank["torch"][rank]}
+        self.generator.set_state(rng["generator"].clone())
+        torch.set_rng_state(rng["torch"].clone())
 
     def check_fits(self, state: dict[str, torch.Tensor]) -> None:
         """Raise ``ValueError`` naming the setting that differs unless a checkpoint's ``state`` holds
