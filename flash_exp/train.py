@@ -87,13 +87,15 @@ def train(cfg: TrainConfig, run_dir: Path, stops: StopSignals | None = None) -> 
     import lightning as L
 
     from flash_exp.export import export_student, latest_grid
-    from flash_exp.training.checkpoints import checkpoint_step
+    from flash_exp.training.checkpoints import checkpoint_step, load_checkpoint
     from flash_exp.training.console import quiet_console
     from flash_exp.training.datamodule import FlashDataModule
     from flash_exp.training.loggers import build_loggers
     from flash_exp.training.module import FlashModule
     from flash_exp.training.progress import OneDrawProgressBar
     from flash_exp.training.samples import SampleGridCallback
+    from flash_exp.training.sharding import full_parameters, is_fsdp
+    from flash_exp.training.student import load_run
 
     quiet_console()
 
@@ -110,6 +112,8 @@ def train(cfg: TrainConfig, run_dir: Path, stops: StopSignals | None = None) -> 
     module = FlashModule(cfg)
     prompts = list(cfg.data.prompts)[: t.num_sample_prompts] or ["a photo of a cat"]
     ckpt_path = resume_checkpoint(ckpt_dir) if t.resume == "auto" else None
+    if ckpt_path:
+        module.check_fits(load_checkpoint(ckpt_path)["state_dict"])
     resume_step = checkpoint_step(ckpt_path) if ckpt_path else 0
     loggers = build_loggers(cfg.logger, run_dir, cfg.run_name, resume_step)
     trainer = L.Trainer(
@@ -137,10 +141,14 @@ def train(cfg: TrainConfig, run_dir: Path, stops: StopSignals | None = None) -> 
         trainer.fit(module, datamodule=FlashDataModule(cfg), ckpt_path=ckpt_path)
         trainer.save_checkpoint(last)
     log.info("%s", module.data_summary())
-    write_rank_digest(run_dir, trainer, module)
+    with full_parameters(trainer):  # collective under FSDP: every rank gathers its weights
+        write_rank_digest(run_dir, trainer, module)
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
-        export_student(module.backbone, cfg, export_dir, latest_grid(run_dir), trainer.global_step)
+        backbone = module.backbone
+        if is_fsdp(trainer):  # the sharded module holds no whole denoiser: the student of last.ckpt
+            backbone = load_run(run_dir)[1].backbone
+        export_student(backbone, cfg, export_dir, latest_grid(run_dir), trainer.global_step)
         log.info("exported the student to %s", export_dir)
     return export_dir
 

@@ -8,6 +8,7 @@ the null condition, calls its denoiser, and writes its export format.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,23 @@ class DiffusersBackbone(Backbone):
         vaes = [self.vae, *([self.__dict__["_vae_float32"]] if "_vae_float32" in self.__dict__ else [])]
         halves = [m for vae in vaes for m in (vae.encoder, vae.quant_conv) if m is not None]
         return [*halves, *self.text_encoders()]
+
+    def shard_blocks(self) -> list[str]:
+        """The class names of the denoiser's blocks that multi-GPU sharding (``trainer.strategy=fsdp``)
+        makes units of their own: by default the blocks diffusers keeps whole across devices, the
+        denoiser's ``_no_split_modules`` (SD3: ``JointTransformerBlock``; FLUX: ``FluxTransformerBlock``
+        and ``FluxSingleTransformerBlock``). A family whose blocks differ overrides this."""
+        return list(getattr(type(self.base_denoiser), "_no_split_modules", None) or [])
+
+    def shard_denoiser(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Call the denoiser through ``wrap(denoiser)`` (an FSDP module) from now on. Its LoRA layers
+        stay the same modules; the VAE and text encoders are left as they are."""
+        if self.denoiser is not self.base_denoiser:
+            raise ValueError(f"backbone family {self.cfg.family!r} calls its denoiser through a wrapper "
+                             "(peft's PeftModel): trainer.strategy=fsdp does not shard it")
+        wrapped = wrap(self.base_denoiser)
+        setattr(self, self.denoiser_attr, wrapped)
+        self.denoiser = wrapped
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.compute_vae()

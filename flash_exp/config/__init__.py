@@ -22,7 +22,7 @@ Public API (``from flash_exp.config import X``), by module:
   ``TIMESTEP_DISTRIBUTIONS``, ``REAL_SOURCES``, ``METHODS``, ``LCM_LOSSES``, ``DIFFUSION_FAMILIES``
 - ``data``: :class:`DataConfig`; ``DATA_KINDS``
 - ``trainer``: :class:`TrainerConfig`, :class:`OptimConfig`, :class:`LoggerConfig`, :class:`EvalConfig`;
-  ``PRECISIONS``, ``ACCELERATORS``, ``EIGHT_BIT_MISSING``, ``TRACKER_PACKAGES``
+  ``PRECISIONS``, ``ACCELERATORS``, ``STRATEGIES``, ``EIGHT_BIT_MISSING``, ``TRACKER_PACKAGES``
 - ``root``: :class:`TrainConfig`; ``MAX_SEED``
 - ``conf_dir``: ``CONF_DIR``, :func:`backbones_of_families`
 - ``validate``: :func:`validate`, :func:`refuse_unknown_keys`
@@ -92,6 +92,7 @@ from flash_exp.config.trainer import (
     ACCELERATORS,
     EIGHT_BIT_MISSING,
     PRECISIONS,
+    STRATEGIES,
     TRACKER_PACKAGES,
     EvalConfig,
     LoggerConfig,
@@ -104,7 +105,7 @@ __all__ = [
     "ACCELERATORS", "COMMAND_URL_SCHEMES", "CONF_DIR", "DATA_KINDS", "DIFFUSION_FAMILIES", "DISCRIMINATOR_HEADS",
     "DISCRIMINATOR_INPUTS", "DISTILL_LOSS_TYPES", "DTYPES", "EIGHT_BIT_MISSING", "FAMILIES", "GAN_LOSS_TYPES",
     "LCM_LOSSES", "MASK_KINDS", "MAX_SEED", "METHODS", "NULL_CONDITIONS", "PRECISIONS", "PREDICTION_TYPES",
-    "REAL_SOURCES", "TASKS", "TIMESTEP_DISTRIBUTIONS", "TRACKER_PACKAGES",
+    "REAL_SOURCES", "STRATEGIES", "TASKS", "TIMESTEP_DISTRIBUTIONS", "TRACKER_PACKAGES",
     "AdapterConfig", "AdversarialLossConfig", "BackboneConfig", "CannyConfig", "CommandLineError", "ConfigError", "DMD2Config",
     "DMDLossConfig", "DataConfig", "DegradationConfig", "DiscriminatorConfig", "DistillLossConfig", "EvalConfig",
     "IdentityConfig", "LCMConfig", "LoggerConfig", "LoraConfig", "LossConfig", "MaskConfig", "MethodConfig",

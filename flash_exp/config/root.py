@@ -96,6 +96,17 @@ class TrainConfig:
         if self.method.name != "flash" and self.backbone.family not in DIFFUSION_FAMILIES:
             raise ConfigError("method", self.method.name, f"runs on the diffusion families "
                               f"{', '.join(DIFFUSION_FAMILIES)}, not {self.backbone.family!r}; use method=flash")
+        if self.trainer.strategy == "fsdp" and self.backbone.discriminator.input == "features":
+            raise ConfigError("backbone.discriminator.input", "features",
+                              "trainer.strategy=fsdp needs backbone.discriminator.input=output: a forward pass "
+                              "stopped at a block leaves FSDP's sharded blocks gathered (or use strategy auto or ddp)")
+        if self.trainer.strategy == "fsdp" and self.backbone.family == "pixart":
+            raise ConfigError("trainer.strategy", "fsdp", "does not shard PixArt (peft wraps its denoiser; "
+                              "0.6 B parameters fit every GPU whole): use strategy auto or ddp")
+        if self.trainer.strategy == "fsdp" and self.backbone.dtype != "float32" and "mixed" not in str(self.trainer.precision):
+            raise ConfigError("trainer.precision", self.trainer.precision,
+                              f"with trainer.strategy=fsdp and backbone.dtype={self.backbone.dtype} use bf16-mixed or "
+                              "16-mixed: Lightning's FSDP casts every weight to the dtype of a '-true' precision")
         if self.task.name == "adapter_canny" and not self.task.adapter.pretrained:
             raise ConfigError("task.adapter.pretrained", self.task.adapter.pretrained,
                               "adapter_canny needs a T2IAdapter (hub id or local directory)")

@@ -12,6 +12,8 @@ from flash_exp.config.errors import ConfigError, one_of, positive
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", "32", "16", "bf16", "64")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# auto/ddp: every rank holds the whole model (DDP beyond one device); fsdp: the frozen denoiser sharded
+STRATEGIES = ("auto", "ddp", "fsdp")
 
 EIGHT_BIT_MISSING = ("needs bitsandbytes (AdamW8bit), which is not installed: pip install bitsandbytes, "
                      "or set trainer.optim.eight_bit=false")
@@ -62,6 +64,11 @@ class TrainerConfig:
         one_of("trainer.resume", self.resume, ("auto", "never"))
         one_of("trainer.precision", str(self.precision), PRECISIONS)
         one_of("trainer.accelerator", str(self.accelerator), ACCELERATORS)
+        one_of("trainer.strategy", str(self.strategy), STRATEGIES)
+        if self.strategy == "fsdp" and self.gradient_clip_val:
+            raise ConfigError("trainer.gradient_clip_val", self.gradient_clip_val,
+                              "Lightning's FSDP strategy does not clip gradients by norm: set it to null with "
+                              "trainer.strategy=fsdp (or use strategy auto or ddp)")
         for key, value in (("trainer.devices", self.devices), ("trainer.num_nodes", self.num_nodes)):
             if value < 1:
                 raise ConfigError(key, value, "must be a positive integer")

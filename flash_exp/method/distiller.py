@@ -10,6 +10,7 @@ noisy); t the training timestep at that index; w the CFG scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,10 @@ class FlashDistiller(nn.Module):
         self.dmd_grid = grid[(grid >= (grid[0] if lo is None else lo)) & (grid <= (grid[-1] if hi is None else hi))]
         self.teacher_scheduler = backbone.make_scheduler("teacher")
         self.lpips = lpips
+        # a sharded denoiser (FSDP) gathers its weights from every rank at each call, so every rank must
+        # call it equally often; the rollout's length depends on this rank's start indices. Set, it maps
+        # this rank's teacher calls in a rollout to the most of any rank (this rank pads up to that)
+        self.calls_across_ranks: Callable[[int], int] | None = None
         self.use_discriminator = loss.adversarial.enabled
         self.discriminator = (
             DiscriminatorHead(backbone_cfg.discriminator.head, *backbone.feature_shape(),
@@ -114,7 +119,11 @@ class FlashDistiller(nn.Module):
         (clone it before it enters an autograd graph).
         """
         out = torch.empty_like(x_t)
-        for start in idx.unique().tolist():
+        starts = idx.unique().tolist()
+        self.teacher_scheduler.set_timesteps(k)
+        calls = sum(len(self.teacher_scheduler.timesteps) - start for start in starts)
+        padding = 0 if self.calls_across_ranks is None else self.calls_across_ranks(calls) - calls
+        for start in starts:
             rows = (idx == start).nonzero().flatten().to(x_t.device)
             x = x_t[rows]
             c, n, w = cond.select(rows), null.select(rows), guidance[rows]
@@ -126,6 +135,10 @@ class FlashDistiller(nn.Module):
                 guided = guided_output(self.backbone, model_in, tt, c, n, w)
                 x = sched.step(guided, t, x, return_dict=False)[0]
             out[rows] = x
+        first = torch.zeros(1, dtype=torch.long, device=x_t.device)
+        for _ in range(padding):  # calls whose output is unused: this rank keeps step with the others
+            guided_output(self.backbone, x_t[:1], self.teacher_scheduler.timesteps[-1:].to(x_t.device),
+                          cond.select(first), null.select(first), guidance[:1])
         return out
 
     def draw_guidance(self, phase: Phase, batch_size: int, generator: torch.Generator) -> torch.Tensor:

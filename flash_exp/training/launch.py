@@ -1,4 +1,4 @@
-"""The preflight of a training process: check the topology, choose the DDP strategy and cluster plugin.
+"""The preflight of a training process: check the topology, choose the strategy and cluster plugin.
 
 Runs before any weight is loaded. Under SLURM the cluster plugin is
 ``SLURMEnvironment(auto_requeue=False)``: submitit, not Lightning, requeues (see
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flash_exp.config import ConfigError, TrainerConfig
+from flash_exp.training.sharding import fsdp_strategy
 from flash_exp.training.slurm import SlurmTask, check_topology, slurm_task
 
 
@@ -51,21 +52,21 @@ def preflight(trainer: TrainerConfig, env: dict[str, str] | None = None) -> Laun
     - Outside SLURM, more than one device under a Hydra multirun or a submitit job is refused: Lightning
       would start the other ranks by re-running the command line (the whole sweep, or submitit's
       entry point). A single run with ``devices > 1`` gets Lightning's own ``ddp`` launch.
+    - ``strategy=fsdp`` is Lightning's FSDP strategy (:mod:`flash_exp.training.sharding`), under SLURM
+      or not, whatever the number of ranks.
     """
     task = slurm_task(env)
     world = trainer.devices * trainer.num_nodes
     strategy: Any = trainer.strategy
     if task is not None:
         check_topology(trainer, task)
-        if str(strategy).startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
-            raise ConfigError("trainer.strategy", strategy,
-                              "under SLURM each task is already one rank: use auto or ddp (processes are "
-                              "started by srun, not by Lightning)")
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins: list = [SLURMEnvironment(auto_requeue=False)]
         if strategy in ("auto", "ddp") and world > 1:
             strategy = _ddp()
+        if strategy == "fsdp":
+            strategy = fsdp_strategy(trainer.accelerator)
         return Launch(strategy, plugins, task, world)
     if world > 1:
         if trainer.num_nodes > 1:
@@ -78,6 +79,8 @@ def preflight(trainer: TrainerConfig, env: dict[str, str] | None = None) -> Laun
                               "hydra/launcher=slurm (one task per device), or devices=1")
         if strategy in ("auto", "ddp"):
             strategy = _ddp()
+    if strategy == "fsdp":
+        strategy = fsdp_strategy(trainer.accelerator)
     return Launch(strategy, [], None, world)
 
 

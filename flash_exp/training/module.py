@@ -28,6 +28,7 @@ from flash_exp.method import build_distiller
 from flash_exp.metrics.restoration import build_lpips
 from flash_exp.tasks import build_task
 from flash_exp.training.checkpoints import shape_mismatch
+from flash_exp.training.sharding import clean_name, is_fsdp, shard
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class FlashModule(L.LightningModule):
         self.data_counts: dict[int, dict[str, int]] = {}  # per stream: its cumulative DATA_COUNTS
         self.skipped_names: set[str] = set()  # the distinct skipped samples of every stream
         self.teacher_evals: list[float] = []  # per batch of this process, for the running mean logged
+        # name -> shape of every trainable weight, as built (FSDP later holds them as flat shards)
+        self.trainable_shapes = {n: tuple(p.shape) for n, p in self.named_parameters() if p.requires_grad}
+        self.sharded = False  # configure_model has wrapped the denoiser in FSDP
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -79,11 +83,29 @@ class FlashModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.generator.manual_seed(self.cfg.seed + 1000 * self.global_rank)
 
+    def configure_model(self) -> None:
+        """Under ``trainer.strategy=fsdp``: the denoiser and the discriminator head sharded
+        (:func:`~flash_exp.training.sharding.shard`), and every rank's teacher rollout as long as the
+        longest (each call of the sharded denoiser gathers its weights from all ranks)."""
+        if not is_fsdp(self._trainer) or self.sharded:
+            return
+        shard(self, self.trainer.strategy.root_device)
+        self.sharded = True
+        if hasattr(self.distiller, "calls_across_ranks") and self.trainer.world_size > 1:
+            self.distiller.calls_across_ranks = self._most_over_ranks
+
+    def _most_over_ranks(self, count: int) -> int:
+        """The largest ``count`` of any rank (one all-reduce)."""
+        value = torch.tensor([count], device=self.trainer.strategy.root_device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return int(value.item())
+
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
         self.fit_started = time.perf_counter()
-        if self.cfg.trainer.offload_frozen and self.device.type != "cpu":
-            self.backbone.offload_frozen(self.device)
+        device = self.trainer.strategy.root_device  # under FSDP the module as a whole was never moved
+        if self.cfg.trainer.offload_frozen and device.type != "cpu":
+            self.backbone.offload_frozen(device)
 
     def _update(self, index: int, loss: torch.Tensor, logs: dict[str, float]) -> None:
         """Back-propagate ``loss`` into optimiser ``index`` of the distiller and step it; a non-finite
@@ -168,22 +190,46 @@ class FlashModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in names}
+        """The weights training updates, by their names in the module (under FSDP: inside
+        :func:`~flash_exp.training.sharding.full_parameters`, or they are this rank's shards)."""
+        return {clean_name(n): p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = self.trainable_state_dict()
-        checkpoint["flash_rng"] = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        # the strategy's state dict of the module (FSDP's gathered on rank 0), trainable entries only
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self.trainable_shapes}
+        generator, global_rng = self.generator.get_state(), torch.get_rng_state()
+        checkpoint["flash_rng"] = {"generator": generator, "torch": global_rng}
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every rank draws its own noise: a resume bit-exact on every rank needs each rank's state
+            # (collective: every rank dumps the checkpoint, rank 0 writes it)
+            checkpoint["flash_rng"]["per_rank"] = {"generator": self._from_every_rank(generator),
+                                                   "torch": self._from_every_rank(global_rng)}
         checkpoint["flash_data"] = {"batches": self.global_step, "counts": dict(self.data_counts)}
 
+    def _from_every_rank(self, state: torch.Tensor) -> torch.Tensor:
+        """(world size, *state.shape): ``state`` of every rank, by rank, on the CPU."""
+        gathered = self.trainer.strategy.all_gather(state.to(self.trainer.strategy.root_device))
+        return gathered.cpu()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """This rank's random states as saved (rank 0's when the checkpoint has none for this rank: a
+        single-process checkpoint, or another world size)."""
         rng = checkpoint.get("flash_rng")
-        if rng is not None:
-            self.generator.set_state(rng["generator"])
-            torch.set_rng_state(rng["torch"])
-        expected = {k: tuple(v.shape) for k, v in self.trainable_state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
-        differs = shape_mismatch(expected, got)
+        if rng is None:
+            return
+        per_rank = rng.get("per_rank")
+        rank, world = self.global_rank, (self.trainer.world_size if self._trainer is not None else 1)
+        if per_rank is not None and per_rank["generator"].shape[0] == world:
+            rng = {"generator": per_rank["generator"][rank], "torch": per_rank["torch"][rank]}
+        self.generator.set_state(rng["generator"].clone())
+        torch.set_rng_state(rng["torch"].clone())
+
+    def check_fits(self, state: dict[str, torch.Tensor]) -> None:
+        """Raise ``ValueError`` naming the setting that differs unless a checkpoint's ``state`` holds
+        exactly this config's trainable weights, with their shapes. Called before the fit loads the
+        checkpoint (FSDP loads it into the sharded module before any hook sees it)."""
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        differs = shape_mismatch(self.trainable_shapes, got)
         if differs is not None:
             raise ValueError(f"the checkpoint does not fit this config: {differs} (resume with the run's own "
                              "settings, or start afresh with trainer.resume=never in another run directory)")

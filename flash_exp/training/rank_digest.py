@@ -24,7 +24,8 @@ def state_digest(state: dict[str, Any]) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.flatten().view(torch.uint8).numpy().tobytes())
+        # a copy: numpy pins a tensor's storage, and FSDP frees its gathered weights after the digest
+        h.update(t.flatten().view(torch.uint8).clone().numpy().tobytes())
     return h.hexdigest()
 
 

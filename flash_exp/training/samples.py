@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torchvision.utils import save_image
 
 from flash_exp.backbones.base import Backbone
@@ -25,6 +25,7 @@ from flash_exp.metrics.restoration import restoration_metrics
 from flash_exp.metrics.spec import SamplerSetting
 from flash_exp.tasks.base import PreparedBatch, Task
 from flash_exp.training.conditions import grid_conditions, to_device
+from flash_exp.training.sharding import is_fsdp
 
 
 @torch.no_grad()
@@ -203,6 +204,7 @@ class SampleGridCallback(L.Callback):
         self.directory, self.prompts, self.nfe, self.every, self.seed = directory, prompts, nfe, every, seed
         self.to_trackers = to_trackers  # also send each grid to the trainer's loggers that take images
         self._task_batch: dict | None = None
+        self._said_fsdp = False
 
     @rank_zero_only
     def _write(self, pl_module: L.LightningModule, step: int) -> None:
@@ -226,8 +228,20 @@ class SampleGridCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every > 0 and step % self.every == 0 and step > 0:
+        if self.every > 0 and step % self.every == 0 and step > 0 and self._drawable(trainer):
             self._write(pl_module, step)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._write(pl_module, trainer.global_step)
+        if self._drawable(trainer):
+            self._write(pl_module, trainer.global_step)
+
+    def _drawable(self, trainer) -> bool:
+        """False under FSDP: no rank holds the whole denoiser, which one rank's pipeline would need.
+        The export samples as usual (``python -m flash_exp.sample``, ``make eval``)."""
+        if not is_fsdp(trainer):
+            return True
+        if not self._said_fsdp:
+            rank_zero_info("sample grids are not drawn under trainer.strategy=fsdp (no rank holds the whole "
+                           "denoiser); sample the export with python -m flash_exp.sample")
+            self._said_fsdp = True
+        return False
