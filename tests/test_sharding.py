@@ -3,7 +3,7 @@
 Each tiny MMDiT teacher is trained for 3 steps by the same two ranks (rank k reads shard k), same
 seeds, once under DDP and once under FSDP: the losses of every step and the trained weights (LoRA and
 discriminator head) must agree within 1e-5. DDP is the reference: it keeps a whole replica per rank
-and averages the gradients. A tiny FLUX joins as one more entry of ``MMDIT``.
+and averages the gradients.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.conftest import REPO, compose, solid_samples, write_shard
 from tests.fixtures_train import TINY_OVERRIDES
 
 # backbone config name -> its block classes (diffusers' names, which the FSDP units must be)
-MMDIT = {"sd3": ["JointTransformerBlock"]}
+MMDIT = {"flux": ["FluxTransformerBlock", "FluxSingleTransformerBlock"], "sd3": ["JointTransformerBlock"]}
 TOLERANCE = 1e-5
 STEPS = 3
 
@@ -145,8 +145,10 @@ def test_the_fsdp_units_are_the_backbones_blocks_and_the_trainable_leaves(name, 
     lora = {n for n, m in backbone.base_denoiser.named_modules()
             if ".lora_A." in f"{n}." or ".lora_B." in f"{n}."}
     lora_leaves = {n for n in lora if n.rsplit(".", 1)[-1] == "default"}
-    n_blocks = len(backbone.base_denoiser.transformer_blocks)
-    assert set(units) == lora_leaves | {f"transformer_blocks.{i}" for i in range(n_blocks)}
+    block_lists = [n for n in ("transformer_blocks", "single_transformer_blocks")
+                   if hasattr(backbone.base_denoiser, n)]
+    blocks_by_name = {f"{n}.{i}" for n in block_lists for i in range(len(getattr(backbone.base_denoiser, n)))}
+    assert set(units) == lora_leaves | blocks_by_name
 
 
 @pytest.mark.parametrize(("overrides", "key", "says"), [
@@ -166,7 +168,6 @@ def test_strategy_settings_are_refused_before_any_weight_loads(overrides, key, s
     assert key in str(err.value) and says in str(err.value)
 
 
-@pytest.mark.skipif(not (REPO / "conf" / "backbone" / "flux.yaml").is_file(), reason="no backbone=flux here")
 def test_gpu80_keeps_flux_frozen_weights_in_bfloat16_and_its_text_encoders_in_cpu_memory():
     cfg = compose(["trainer=gpu80", "backbone=flux"])
     assert cfg.backbone.dtype == "bfloat16" and cfg.trainer.offload_frozen is True
