@@ -331,13 +331,14 @@ def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp
     assert OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "backbone.family") == "flux"
 
 
-@pytest.mark.parametrize("method", ["lcm", "dmd2"])
-def test_flux_refuses_the_diffusion_only_methods_as_sd3_does(tmp_path, method):
+def test_flux_refuses_lcm_naming_the_backbone_and_family_and_takes_dmd2():
     from flash_exp.config import ConfigError, validate
     from tests.conftest import compose
 
-    with pytest.raises(ConfigError, match=f"method='{method}'.*not 'flux'; use method=flash"):
-        validate(compose(["backbone=flux", f"method={method}", "data.shards=[x]"]))
+    with pytest.raises(ConfigError, match=r"method='lcm'.*not 'flux' \(family flux\).*use method=flash or method=dmd2"):
+        validate(compose(["backbone=flux", "method=lcm", "data.shards=[x]"]))
+    cfg = validate(compose(["backbone=flux", "method=dmd2", "data.shards=[x]"]))
+    assert cfg.backbone.student_scheduler.name == "FlowMatchEulerDiscreteScheduler"
 
 
 # ---------------------------------------------------------------------------------- config, prefetch, plan

@@ -28,7 +28,7 @@ from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig, DMD2Config, OptimConfig
 from flash_exp.method.boundary import student_output
 from flash_exp.method.discriminator import DiscriminatorHead
-from flash_exp.method.distiller import draw_dmd_timesteps, dmd_timestep_grid, guided_output
+from flash_exp.method.distiller import dmd_timestep_grid, draw_dmd_timesteps, guided_output
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
 
 FAKE_ADAPTER = "fake"
