@@ -553,18 +553,20 @@ def assert_plain_sd3_pipeline_is_the_student(bb, directory, export_dir) -> None:
     assert len(lora_layers(pipe.transformer)) == bb.num_lora_layers() > 0  # the LoRA attaches in full
     cond = bb.encode_prompts(PROMPTS)
     start = latents(2, seed=3)
-    sched = bb.make_scheduler("student")
-    sched.set_timesteps(1)
-    with torch.no_grad(), bb.adapter(True):
-        x = sched.step(bb.denoise(start, sched.timesteps[0].expand(2), cond), sched.timesteps[0], start,
-                       return_dict=False)[0]
+
+    def one_step(student: bool) -> torch.Tensor:
+        sched = bb.make_scheduler("student")
+        sched.set_timesteps(1)
+        t = sched.timesteps[0]
+        with bb.adapter(student):
+            return sched.step(bb.denoise(start, t.expand(2), cond), t, start, return_dict=False)[0]
+
+    with torch.no_grad():
+        x, teacher = one_step(True), one_step(False)
         plain = pipe(prompt_embeds=cond.kwargs["encoder_hidden_states"],
                      pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=start.clone(),
                      num_inference_steps=1, guidance_scale=0.0, height=32, width=32, output_type="latent").images
     diff = (plain - x).abs().max().item()
-    with torch.no_grad(), bb.adapter(False):
-        teacher = sched.step(bb.denoise(start, sched.timesteps[0].expand(2), cond), sched.timesteps[0], start,
-                             return_dict=False)[0]
     print(f"student 1 NFE vs StableDiffusion3Pipeline + exported LoRA: max abs {diff:.2e}; "
           f"vs the teacher {(teacher - x).abs().max().item():.2e}")
     assert diff <= 1e-5
