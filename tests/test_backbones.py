@@ -540,26 +540,64 @@ def test_cli_trains_sdxl_from_a_local_directory(tmp_path, tiny_dir, tiny_shards)
     assert sorted((run / "samples").glob("step_*.png"))
 
 
+def assert_plain_sd3_pipeline_is_the_student(bb, directory, export_dir) -> None:
+    """A plain ``StableDiffusion3Pipeline`` from the teacher's directory, with its own scheduler and the
+    exported LoRA (``load_lora_weights``), lands at 1 NFE without CFG where our student's sampler lands."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from flash_exp.backbones.common import lora_layers
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(directory, text_encoder_3=None, tokenizer_3=None)
+    pipe.load_lora_weights(str(export_dir))
+    pipe.set_progress_bar_config(disable=True)
+    assert len(lora_layers(pipe.transformer)) == bb.num_lora_layers() > 0  # the LoRA attaches in full
+    cond = bb.encode_prompts(PROMPTS)
+    start = latents(2, seed=3)
+
+    def one_step(student: bool) -> torch.Tensor:
+        sched = bb.make_scheduler("student")
+        sched.set_timesteps(1)
+        t = sched.timesteps[0]
+        with bb.adapter(student):
+            return sched.step(bb.denoise(start, t.expand(2), cond), t, start, return_dict=False)[0]
+
+    with torch.no_grad():
+        x, teacher = one_step(True), one_step(False)
+        plain = pipe(prompt_embeds=cond.kwargs["encoder_hidden_states"],
+                     pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=start.clone(),
+                     num_inference_steps=1, guidance_scale=0.0, height=32, width=32, output_type="latent").images
+    diff = (plain - x).abs().max().item()
+    print(f"student 1 NFE vs StableDiffusion3Pipeline + exported LoRA: max abs {diff:.2e}; "
+          f"vs the teacher {(teacher - x).abs().max().item():.2e}")
+    assert diff <= 1e-5
+    assert (teacher - x).abs().max().item() > 0  # the trained LoRA changes the output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sd3", "sd35"])
+@pytest.mark.parametrize("method", ["flash", "dmd2"])
 def test_cli_trains_the_sd3_family_exports_evaluates_on_the_toy_benchmark_and_resumes_bit_exactly(
-        tmp_path, tiny_dir, tiny_shards, toy_clip_dir, toy_shards, name):
-    """``python -m flash_exp.train backbone=<name> backbone.pretrained=<tiny> trainer.max_steps=2``: the
-    export, the toy benchmark's result of the student at 1 NFE, and a relaunch to 4 steps that ends with
+        tmp_path, tiny_dir, tiny_shards, toy_clip_dir, toy_shards, name, method):
+    """``python -m flash_exp.train backbone=<name> method=<method> backbone.pretrained=<tiny>
+    trainer.max_steps=2``: the export, which a plain ``StableDiffusion3Pipeline`` loads to the student at
+    1 NFE, the toy benchmark's result of the student at 1 NFE, and a relaunch to 4 steps that ends with
     the weights of a run trained 4 steps straight, bit for bit."""
+    methods = [f"method={method}", *(["method.dmd2.fake_updates=2"] if method == "dmd2" else [])]
+
     def cli(run, steps: int, *extra: str) -> None:
         args = [f"backbone={name}", f"backbone.pretrained={tiny_dir(name)}", "backbone.resolution=32",
                 "backbone.lora.rank=4", "backbone.lora.alpha=2", "backbone.discriminator.head=generic",
                 "backbone.discriminator.channels=[16,32]", "loss.distill.type=l2", *TINY_OVERRIDES[name],
                 *train_overrides(tiny_shards, f"trainer.max_steps={steps}", "trainer.checkpoint_every=2",
                                  "trainer.sample_nfe=[1]", "trainer.num_sample_prompts=1"),
-                *extra, f"hydra.run.dir={run}"]
+                *methods, *extra, f"hydra.run.dir={run}"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     from flash_exp.metrics.results import read_json, result_path
+    from flash_exp.training.student import load_run
 
     evaluation = ["eval.after_train=true", "+eval.settings.device=cpu", "+eval.settings.batch_size=4",
                   "+eval.settings.student_nfe=[1]", "+eval.settings.teacher_nfe=[]",
@@ -572,6 +610,10 @@ def test_cli_trains_the_sd3_family_exports_evaluates_on_the_toy_benchmark_and_re
     result = read_json(result_path(resumed, "toy", "student_nfe1"))
     assert result is not None and result["num_images"] == 4 and result["fid"] >= 0.0
     assert json.loads((resumed / "export" / "recipe.json").read_text())["family"] == "sd3"
+    saved = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert any(".fake." in k for k in saved) == (method == "dmd2")  # DMD2's fake score trains beside the student
+    _, student, _ = load_run(resumed)
+    assert_plain_sd3_pipeline_is_the_student(student.backbone, tiny_dir(name), resumed / "export")
     cli(resumed, 4)
     cli(straight, 4)
     a, b = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -55,21 +55,28 @@ def test_sd35_has_its_model_cards_sampling_and_sd3s_method(name, hub_id, steps, 
     assert set(b.lora.targets) == set(sd3.backbone.lora.targets) - {"proj_in"}
 
 
-@pytest.mark.parametrize("name", ["sd35", "sd35_large"])
-@pytest.mark.parametrize("method", ["lcm", "dmd2"])
-def test_sd35_refuses_the_diffusion_only_methods_as_sd3_does(name, method):
-    overrides = ["backbone.pretrained=/nonexistent", "data.shards=[x]", f"method={method}"]
-    with pytest.raises(ConfigError) as sd3:
-        validate(compose(["backbone=sd3", *overrides]))
-    with pytest.raises(ConfigError) as sd35:
-        validate(compose([f"backbone={name}", *overrides]))
-    assert str(sd35.value) == str(sd3.value)
-    assert f"method='{method}'" in str(sd35.value) and "use method=flash" in str(sd35.value)
+@pytest.mark.parametrize("name", ["sd3", "sd35", "sd35_large"])
+def test_the_sd3_family_refuses_lcm_naming_the_backbone_and_family(name):
+    with pytest.raises(ConfigError, match=rf"method='lcm': runs on the diffusion families sd, sdxl, pixart, not "
+                                          rf"'{name}' \(family sd3\): its consistency solver .* use method=flash or "
+                                          r"method=dmd2"):
+        validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent", "data.shards=[x]", "method=lcm"]))
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd35", "sd35_large"])
+def test_the_sd3_family_takes_dmd2_with_its_flow_euler_student_sampler(name):
+    cfg = validate(compose([f"backbone={name}", "backbone.pretrained=/nonexistent", "data.shards=[x]", "method=dmd2"]))
+    sampler = cfg.backbone.student_scheduler
+    assert (cfg.method.name, sampler.name, sampler.timestep_spacing, sampler.kwargs) == (
+        "dmd2", "FlowMatchEulerDiscreteScheduler", "linspace", {})
+    sd15 = validate(compose(["backbone=sd15", "backbone.pretrained=/nonexistent", "data.shards=[x]", "method=dmd2"]))
+    assert (sd15.backbone.student_scheduler.name, sd15.backbone.student_scheduler.kwargs) == (
+        "LCMScheduler", {"original_inference_steps": 1000})
 
 
 def test_a_wrong_sd35_size_names_the_backbone_options():
     with pytest.raises(ConfigError, match=r"backbone='sd35_huge'.*did you mean sd35_large\? \(its options are: "
-                                          r"pixart, sd15, sd3, sd35, sd35_large, sdxl, toy\)"):
+                                          r"flux, pixart, sd15, sd3, sd35, sd35_large, sdxl, toy\)"):
         compose(["backbone=sd35_huge"])
 
 

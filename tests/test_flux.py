@@ -288,8 +288,12 @@ def toy_evaluation(clip_dir, heldout: list[str], cache) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["flash", "dmd2"])
 def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp_path, tiny_dir, tiny_shards,
-                                                                             toy_clip_dir, toy_shards):
+                                                                             toy_clip_dir, toy_shards, method):
+    """``python -m flash_exp.train backbone=flux method=<method> ... trainer.max_steps=2``: the export, which
+    a plain ``FluxPipeline`` loads to the student at 1 NFE (at its guidance input), the toy benchmark's
+    result, and a run resumed after 1 step that ends with the weights of a run trained 2 steps straight."""
     import json
     import os
     import subprocess
@@ -299,11 +303,13 @@ def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp
 
     from flash_exp.config import validate
     from flash_exp.train import train
+    from flash_exp.training.student import load_run
     from tests.conftest import REPO, compose
 
     directory = tiny_dir("flux")
     run = tmp_path / "cli"
-    args = [*flux_train_args(directory, tiny_shards, "trainer.max_steps=2"),
+    methods = [f"method={method}", *(["method.dmd2.fake_updates=2"] if method == "dmd2" else [])]
+    args = [*flux_train_args(directory, tiny_shards, "trainer.max_steps=2", *methods),
             *toy_evaluation(toy_clip_dir, toy_shards, tmp_path / "cache"), f"hydra.run.dir={run}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "flash_exp.train", *args], cwd=REPO, env=env,
@@ -311,14 +317,39 @@ def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "export" / "pytorch_lora_weights.safetensors").is_file()
     complete = json.loads((run / "COMPLETE").read_text())
-    assert complete["steps"] == 2 and complete["results"] == ["eval/toy/student_nfe1.json"]
+    assert complete["steps"] == 2 and "eval/toy/student_nfe1.json" in complete["results"]
     result = json.loads((run / "eval" / "toy" / "student_nfe1.json").read_text())
     assert result["guidance"] == 3.5 and result["model"]["family"] == "flux"  # the student at its guidance input
     print("toy evaluation:", {k: result[k] for k in ("fid", "clip_score", "images_generated")})
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert any(".fake." in k for k in saved) == (method == "dmd2")  # DMD2's fake score trains beside the student
+    _, student, _ = load_run(run)
+    bb = student.backbone
+    pipe = plain_pipeline(directory, run / "export")
+    cond = bb.encode_prompts(PROMPTS)
+
+    def one_step(student: bool) -> torch.Tensor:
+        sched = bb.make_scheduler("student")
+        sched.set_timesteps(1)
+        t = sched.timesteps[0]
+        with bb.adapter(student):
+            return sched.step(bb.denoise(noise(3), t.expand(2), cond), t, noise(3), return_dict=False)[0]
+
+    with torch.no_grad():
+        ours, teacher = one_step(True), one_step(False)
+        packed = pipe(prompt_embeds=cond.kwargs["encoder_hidden_states"],
+                      pooled_prompt_embeds=cond.kwargs["pooled_projections"], latents=pack(noise(3)),
+                      num_inference_steps=1, height=32, width=32, guidance_scale=bb.cfg.student_guidance,
+                      output_type="latent").images
+    diff = (unpack(packed, 4, 16, 16) - ours).abs().max().item()
+    print(f"{method}: student 1 NFE vs FluxPipeline + exported LoRA: max abs {diff:.2e}; "
+          f"vs the teacher {(teacher - ours).abs().max().item():.2e}")
+    assert diff <= 1e-5
+    assert (teacher - ours).abs().max().item() > 0  # the trained LoRA changes the output
 
     def cfg(steps: int):
         return validate(compose(flux_train_args(directory, tiny_shards, f"trainer.max_steps={steps}",
-                                                "trainer.checkpoint_every=1")))
+                                                "trainer.checkpoint_every=1", *methods)))
 
     train(cfg(2), tmp_path / "straight")
     train(cfg(1), tmp_path / "resumed")
@@ -331,13 +362,14 @@ def test_cli_trains_flux_two_steps_exports_evaluates_and_resumes_bit_exactly(tmp
     assert OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "backbone.family") == "flux"
 
 
-@pytest.mark.parametrize("method", ["lcm", "dmd2"])
-def test_flux_refuses_the_diffusion_only_methods_as_sd3_does(tmp_path, method):
+def test_flux_refuses_lcm_naming_the_backbone_and_family_and_takes_dmd2():
     from flash_exp.config import ConfigError, validate
     from tests.conftest import compose
 
-    with pytest.raises(ConfigError, match=f"method='{method}'.*not 'flux'; use method=flash"):
-        validate(compose(["backbone=flux", f"method={method}", "data.shards=[x]"]))
+    with pytest.raises(ConfigError, match=r"method='lcm'.*not 'flux' \(family flux\).*use method=flash or method=dmd2"):
+        validate(compose(["backbone=flux", "method=lcm", "data.shards=[x]"]))
+    cfg = validate(compose(["backbone=flux", "method=dmd2", "data.shards=[x]"]))
+    assert cfg.backbone.student_scheduler.name == "FlowMatchEulerDiscreteScheduler"
 
 
 # ---------------------------------------------------------------------------------- config, prefetch, plan

@@ -205,6 +205,92 @@ def test_dmd_term_uses_the_teacher_cfg_as_real_and_the_fake_adapter_as_fake(dmd2
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-8)
 
 
+# ---------------------------------------------------------------------------------- DMD2 on flow matching
+@pytest.fixture(scope="module")
+def flow_dmd2_distiller(tiny_dir):
+    """DMD2 on the tiny SD3.5 teacher (flow matching, shift 3): student and fake adapters perturbed."""
+    from flash_exp.backbones import build_backbone
+    from flash_exp.method.dmd2 import FAKE_ADAPTER, DMD2Distiller
+
+    cfg = method_cfg(tiny_dir("sd35"), "sd35", "method=dmd2", "method.dmd2.gan=false",
+                     "method.dmd2.real_guidance=3.0", "backbone.discriminator.input=output")
+    backbone = build_backbone(cfg.backbone)
+    distiller = DMD2Distiller(backbone, cfg.backbone, cfg.method.dmd2_settings())
+    perturb_lora(backbone.transformer, "default", 0)
+    perturb_lora(backbone.transformer, FAKE_ADAPTER, 1)
+    return distiller
+
+
+def flow_sigmas(g: torch.Generator, shift: float = 3.0) -> torch.Tensor:
+    """The DMD draw on SD3's support written out: unshifted t ~ U{20..980}, s = t / 1000, then the flow
+    scheduler's shift sigma = shift s / (1 + (shift - 1) s), (2,)."""
+    s = torch.arange(20, 981)[torch.randint(961, (2,), generator=g)].double() / 1000
+    return (shift * s / (1 + (shift - 1) * s)).float().view(-1, 1, 1, 1)
+
+
+def velocity_of(transformer, x, sigma, cond):
+    return transformer(hidden_states=x, timestep=sigma.view(-1) * 1000, return_dict=False,
+                       encoder_hidden_states=cond.kwargs["encoder_hidden_states"],
+                       pooled_projections=cond.kwargs["pooled_projections"])[0]
+
+
+def test_flow_dmd2_samples_with_the_euler_sampler_of_its_flash_student(flow_dmd2_distiller):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    backbone = flow_dmd2_distiller.backbone
+    assert type(backbone.make_scheduler("student")) is FlowMatchEulerDiscreteScheduler
+    assert not backbone.student_boundary_condition
+    euler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    euler.set_timesteps(4)
+    torch.testing.assert_close(flow_dmd2_distiller.timesteps, euler.timesteps)
+
+
+def test_flow_fake_score_loss_is_the_velocity_loss_of_the_fake_adapter(flow_dmd2_distiller):
+    backbone = flow_dmd2_distiller.backbone
+    transformer = backbone.transformer
+    x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    cond = backbone.encode_prompts(PROMPTS)
+    loss, _ = flow_dmd2_distiller.fake_loss(x0, x0, cond, torch.Generator().manual_seed(3))
+
+    g = torch.Generator().manual_seed(3)
+    sigma = flow_sigmas(g)
+    noise = torch.randn(x0.shape, generator=g)
+    x_t = (1 - sigma) * x0 + sigma * noise
+    transformer.set_adapter("fake")
+    with torch.no_grad():
+        expected = F.mse_loss(velocity_of(transformer, x_t, sigma, cond), noise - x0)
+    transformer.set_adapter("default")
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_flow_dmd_gradient_is_on_the_x0_estimates_of_the_teacher_cfg_and_the_fake_adapter(flow_dmd2_distiller):
+    backbone = flow_dmd2_distiller.backbone
+    transformer = backbone.transformer
+    x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    cond, null = backbone.encode_prompts(PROMPTS), backbone.null_condition(2)
+    loss = flow_dmd2_distiller.dmd_term(x0, cond, null, torch.Generator().manual_seed(6))
+    loss.backward()
+
+    g = torch.Generator().manual_seed(6)
+    sigma = flow_sigmas(g)
+    noise = torch.randn(x0.shape, generator=g)
+    z = x0.detach()
+    x_t = (1 - sigma) * z + sigma * noise
+    with torch.no_grad():
+        transformer.disable_adapters()
+        v_cond, v_null = velocity_of(transformer, x_t, sigma, cond), velocity_of(transformer, x_t, sigma, null)
+        transformer.enable_adapters()
+        v_real = v_null + 3.0 * (v_cond - v_null)
+        transformer.set_adapter("fake")
+        v_fake = velocity_of(transformer, x_t, sigma, cond)
+        transformer.set_adapter("default")
+    pred_real, pred_fake = x_t - sigma * v_real, x_t - sigma * v_fake
+    p_real, p_fake = z - pred_real, z - pred_fake
+    grad = (p_real - p_fake) / p_real.abs().mean(dim=[1, 2, 3], keepdim=True)
+    torch.testing.assert_close(loss.detach(), 0.5 * F.mse_loss(z, z - grad), rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(x0.grad, grad / grad.numel(), rtol=1e-4, atol=1e-8)
+
+
 # ---------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_sdxl_dir(tmp_path_factory):

@@ -399,8 +399,8 @@ def test_experiment_is_a_multirun_whose_every_point_validates(name, tmp_path):
     for backbone in BACKBONES:
         pinned = [f"backbone={backbone}", f"backbone.pretrained={tmp_path / 'teacher'}", base[1]]
         for value in points if backbone == "sd15" else points[-1:]:
-            if name == "methods" and backbone.startswith("sd3") and value != "flash":  # LCM, DMD2: diffusion only
-                with pytest.raises(ConfigError, match=f"method='{value}'.*use method=flash"):
+            if name == "methods" and backbone.startswith(("sd3", "flux")) and value == "lcm":  # LCM: diffusion only
+                with pytest.raises(ConfigError, match=f"method='{value}'.*use method=flash or method=dmd2"):
                     validate(compose([f"experiment={name}", *pinned, f"{key}={value}"]))
                 continue
             typed = validate(compose([f"experiment={name}", *pinned, f"{key}={value}"]))

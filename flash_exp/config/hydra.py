@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flash_exp.config.conf_dir import CONF_DIR
 from flash_exp.config.errors import ConfigError
+from flash_exp.config.method import dmd2_student_scheduler
 from flash_exp.config.root import TrainConfig
 from flash_exp.config.toy_paths import toytask_asset, toyworld_asset
 from flash_exp.config.validate import validate
@@ -57,6 +58,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("required", _required)
     if not OmegaConf.has_resolver("toytask"):  # ${toytask:inpainting}, ${toytask:faces_train_shards}, ...
         OmegaConf.register_new_resolver("toytask", toytask_asset)
+    if not OmegaConf.has_resolver("dmd2_student_scheduler"):  # conf/method/dmd2.yaml's sampler by prediction
+        OmegaConf.register_new_resolver("dmd2_student_scheduler", dmd2_student_scheduler)
 
 
 def _required(key: str, why: str = "") -> Any:

@@ -165,8 +165,8 @@ class DMD2Config:
     with the denoising loss on the student's samples, the distribution-matching gradient with the
     teacher's CFG score as real, and a GAN head on the fake score's features.
 
-    ``num_denoising_step``: the student's fixed timesteps are its scheduler's at this many steps (the
-    LCMScheduler with ``original_inference_steps=1000``: 999, 749, 499, 249 for 4). ``real_guidance``:
+    ``num_denoising_step``: the student's fixed timesteps are its scheduler's at this many steps (see
+    :func:`dmd2_student_scheduler`; on a diffusion backbone 999, 749, 499, 249 for 4). ``real_guidance``:
     the teacher's CFG scale of the real score (null: ``backbone.teacher_sampling.guidance``).
     ``fake_updates``: fake-score updates per generator update (DMD2's ``dfake_gen_update_ratio``).
     """
@@ -194,6 +194,20 @@ class DMD2Config:
         for key in ("gen_gan_weight", "fake_gan_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"method.dmd2.{key}", getattr(self, key), "must be >= 0")
+
+
+def dmd2_student_scheduler(prediction: str, key: str) -> Any:
+    """``${dmd2_student_scheduler:${backbone.prediction},KEY}``: ``KEY`` (``name``, ``timestep_spacing``,
+    ``kwargs``) of the ``backbone.student_scheduler`` of DMD2's student. A diffusion
+    backbone (``epsilon``, ``v_prediction``): the recipe's x0 prediction, then fresh noise at the next of
+    DMD2's fixed timesteps (``LCMScheduler`` over all 1000 training timesteps: 999, 749, 499, 249 at 4
+    steps; 999 at 1). Flow matching: the stock Euler sampler its Flash student samples with, so the
+    exported LoRA loads into the plain pipeline alike."""
+    if prediction == "flow":
+        sampler = {"name": "FlowMatchEulerDiscreteScheduler", "timestep_spacing": "linspace", "kwargs": {}}
+    else:
+        sampler = {"name": "LCMScheduler", "timestep_spacing": "leading", "kwargs": {"original_inference_steps": 1000}}
+    return sampler[key]
 
 
 @dataclass

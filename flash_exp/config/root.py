@@ -93,9 +93,11 @@ class TrainConfig:
             raise ConfigError("loss.dmd.min_timestep/max_timestep", [dmd.min_timestep, dmd.max_timestep],
                               f"need {first} <= min <= max <= {last}, the training timesteps of a "
                               f"backbone.prediction={self.backbone.prediction} teacher (null: that bound)")
-        if self.method.name != "flash" and self.backbone.family not in DIFFUSION_FAMILIES:
+        if self.method.name == "lcm" and self.backbone.family not in DIFFUSION_FAMILIES:
             raise ConfigError("method", self.method.name, f"runs on the diffusion families "
-                              f"{', '.join(DIFFUSION_FAMILIES)}, not {self.backbone.family!r}; use method=flash")
+                              f"{', '.join(DIFFUSION_FAMILIES)}, not {self.backbone.name!r} (family "
+                              f"{self.backbone.family}): its consistency solver and boundary scalings are "
+                              "defined for DDPM-type schedules; use method=flash or method=dmd2")
         if self.trainer.strategy == "fsdp" and self.backbone.discriminator.input == "features":
             raise ConfigError("backbone.discriminator.input", "features",
                               "trainer.strategy=fsdp needs backbone.discriminator.input=output: a forward pass "

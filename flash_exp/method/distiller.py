@@ -18,6 +18,7 @@ from torch import nn
 
 from flash_exp.backbones.base import Backbone
 from flash_exp.backbones.condition import Condition
+from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig, LossConfig, OptimConfig, PhasesConfig, TimestepsConfig
 from flash_exp.method.boundary import student_output
 from flash_exp.method.discriminator import DiscriminatorHead
@@ -62,6 +63,25 @@ def guided_output(backbone: Backbone, x_t: torch.Tensor, t: torch.Tensor, cond: 
     return out_null + w * (out_cond - out_null)
 
 
+def dmd_timestep_grid(schedule: NoiseSchedule, lo: int | None, hi: int | None) -> torch.Tensor:
+    """DMD's candidate timesteps, unshifted: the teacher's training timesteps within [lo, hi] (None: that
+    end of the support), (N,)."""
+    grid = schedule.training_timesteps()
+    return grid[(grid >= (grid[0] if lo is None else lo)) & (grid <= (grid[-1] if hi is None else hi))]
+
+
+def draw_dmd_timesteps(schedule: NoiseSchedule, grid: torch.Tensor, batch_size: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """DMD's re-noising timesteps (B,): uniform over ``grid`` (:func:`dmd_timestep_grid`), read on ``schedule``.
+
+    As the official draws: t ~ U{0..999} for the diffusion teachers; for SD3 the 1000-step flow
+    scheduler's ``timesteps[U{0..999}]``, i.e. unshifted t ~ U{1..1000} through the shift (sigma = 1
+    reachable, sigma = 0 not).
+    """
+    t = grid[torch.randint(len(grid), (batch_size,), generator=generator)]
+    return schedule.shift_timesteps(t)
+
+
 class FlashDistiller(nn.Module):
     """Student LoRA training against a K-step teacher, with GAN and DMD terms, as in the paper."""
 
@@ -74,9 +94,7 @@ class FlashDistiller(nn.Module):
         self.timesteps_cfg = timesteps
         self.phases = PhaseSchedule.from_config(phases, loss, timesteps, backbone_cfg.guidance_range)
         self.schedule = backbone.schedule
-        grid = self.schedule.training_timesteps()  # DMD's candidate timesteps, unshifted
-        lo, hi = loss.dmd.min_timestep, loss.dmd.max_timestep
-        self.dmd_grid = grid[(grid >= (grid[0] if lo is None else lo)) & (grid <= (grid[-1] if hi is None else hi))]
+        self.dmd_grid = dmd_timestep_grid(self.schedule, loss.dmd.min_timestep, loss.dmd.max_timestep)
         self.teacher_scheduler = backbone.make_scheduler("teacher")
         self.lpips = lpips
         # a sharded denoiser (FSDP) gathers its weights from every rank at each call, so every rank must
@@ -208,15 +226,8 @@ class FlashDistiller(nn.Module):
         return loss, logs, disc_inputs
 
     def dmd_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """DMD's re-noising timesteps (B,): uniform over the teacher's training timesteps (within
-        ``loss.dmd.min_timestep``/``max_timestep`` where set), read on this schedule.
-
-        As the official draws: t ~ U{0..999} for the diffusion teachers; for SD3 the 1000-step flow
-        scheduler's ``timesteps[U{0..999}]``, i.e. unshifted t ~ U{1..1000} through the shift (sigma = 1
-        reachable, sigma = 0 not).
-        """
-        t = self.dmd_grid[torch.randint(len(self.dmd_grid), (batch_size,), generator=generator)]
-        return self.schedule.shift_timesteps(t)
+        """DMD's re-noising timesteps (B,): see :func:`draw_dmd_timesteps`."""
+        return draw_dmd_timesteps(self.schedule, self.dmd_grid, batch_size, generator)
 
     def _dmd(self, x0_student: torch.Tensor, cond: Condition, null: Condition, phase: Phase,
              generator: torch.Generator) -> torch.Tensor:

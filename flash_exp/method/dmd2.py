@@ -7,7 +7,13 @@ update on the detached samples plus a GAN-classifier update (the head reads the 
 real = the batch's data latents); every ``fake_updates``-th batch the generator also takes one update
 with the distribution-matching loss and the GAN generator loss. No regression loss.
 
-Notation: latents (B, C, h, w); t (B,); the teacher with CFG is the real score.
+Every term works in the backbone's parametrisation through its noise schedule: x_t = alpha_t x0 +
+sigma_t eps, the fake score's denoising target (eps, v, or the flow velocity eps - x0 with x_t =
+(1 - s) x0 + s eps), and the DMD gradient on the x0 estimates of the real and fake scores. On a
+flow-matching backbone the student samples with its Euler sampler (x0 = x_t - s v, no boundary scalings).
+
+Notation: latents (B, C, h, w); t (B,); the teacher with its guidance (CFG, or FLUX.1-dev's guidance
+embedding) is the real score.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from flash_exp.backbones.noise_schedule import NoiseSchedule
 from flash_exp.config import BackboneConfig, DMD2Config, OptimConfig
 from flash_exp.method.boundary import student_output
 from flash_exp.method.discriminator import DiscriminatorHead
-from flash_exp.method.distiller import guided_output
+from flash_exp.method.distiller import dmd_timestep_grid, draw_dmd_timesteps, guided_output
 from flash_exp.method.losses import discriminator_gan_loss, dmd_loss, generator_gan_loss
 
 FAKE_ADAPTER = "fake"
@@ -73,6 +79,7 @@ class DMD2Distiller(nn.Module):
         sched = backbone.make_scheduler("student")
         sched.set_timesteps(self.settings.num_denoising_step)
         self.timesteps = sched.timesteps.clone()  # (n,), noisiest first: 999, 749, 499, 249 for 4
+        self.dmd_grid = dmd_timestep_grid(self.schedule, self.settings.min_timestep, self.settings.max_timestep)
         g = self.settings.real_guidance
         self.real_guidance = backbone_cfg.teacher_sampling.guidance if g is None else g
 
@@ -114,8 +121,9 @@ class DMD2Distiller(nn.Module):
         return x_t, t
 
     def draw_timesteps(self, b: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        t = torch.randint(self.settings.min_timestep, self.settings.max_timestep + 1, (b,), generator=generator)
-        return self.schedule.shift_timesteps(t).to(device)
+        """Re-noising timesteps (B,) of the DMD, fake-score and GAN terms: uniform over the teacher's
+        training timesteps within [min_timestep, max_timestep], read on its schedule (shifted for flow)."""
+        return draw_dmd_timesteps(self.schedule, self.dmd_grid, b, generator).to(device)
 
     def dmd_term(self, x0: torch.Tensor, cond: Condition, null: Condition,
                  generator: torch.Generator) -> torch.Tensor:
