@@ -103,7 +103,8 @@ class FlashModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """With ``trainer.offload_frozen`` on an accelerator, the frozen encoders go back to CPU memory."""
         self.fit_started = time.perf_counter()
-        device = self.trainer.strategy.root_device  # under FSDP the module as a whole was never moved
+        # under FSDP the module as a whole was never moved: the strategy's device, once attached
+        device = self._trainer.strategy.root_device if self._trainer is not None else self.device
         if self.cfg.trainer.offload_frozen and device.type != "cpu":
             self.backbone.offload_frozen(device)
 
