@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flash_exp.config import ConfigError, TrainerConfig
-from flash_exp.training.sharding import fsdp_strategy
 from flash_exp.training.slurm import SlurmTask, check_topology, slurm_task
 
 
@@ -66,7 +65,7 @@ def preflight(trainer: TrainerConfig, env: dict[str, str] | None = None) -> Laun
         if strategy in ("auto", "ddp") and world > 1:
             strategy = _ddp()
         if strategy == "fsdp":
-            strategy = fsdp_strategy(trainer.accelerator)
+            strategy = _fsdp(trainer.accelerator)
         return Launch(strategy, plugins, task, world)
     if world > 1:
         if trainer.num_nodes > 1:
@@ -80,8 +79,15 @@ def preflight(trainer: TrainerConfig, env: dict[str, str] | None = None) -> Laun
         if strategy in ("auto", "ddp"):
             strategy = _ddp()
     if strategy == "fsdp":
-        strategy = fsdp_strategy(trainer.accelerator)
+        strategy = _fsdp(trainer.accelerator)
     return Launch(strategy, [], None, world)
+
+
+def _fsdp(accelerator: str) -> Any:
+    """Lightning's FSDP strategy, imported here: a config error must exit before torch loads."""
+    from flash_exp.training.sharding import fsdp_strategy
+
+    return fsdp_strategy(accelerator)
 
 
 def _ddp():
